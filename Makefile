@@ -1,0 +1,32 @@
+# GNU make, for Linux hosts: the kernel static library, the host demo, the tests.
+# On FreeBSD, make(1) reads BSDmakefile instead, which builds ksyms.ko.
+
+CARGO ?= cargo
+
+.PHONY: all kernel-lib demo test bench bindings clean
+
+# The main job: the static library that ksyms.ko links, then a demo snapshot
+# built from ELF files on this machine, summarised by the ksyms tool.
+all: kernel-lib demo
+
+kernel-lib:
+	sh kmod/cargo-kernel.sh
+
+demo:
+	sh tests/demo.sh
+
+# The test command of the README and of .ci/run.
+test:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+	sh kmod/cargo-kernel.sh --check
+
+bench:
+	$(CARGO) bench --bench snapshot
+
+bindings:
+	KSYMS_BLESS=1 $(CARGO) test --test bindings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,18 @@
+//! `/dev/ksyms` for FreeBSD: the logic of the driver, as a `no_std` crate.
+//!
+//! The crate is built twice. For the kernel (`x86_64-unknown-none`) it is a static
+//! library linked into `ksyms.ko` beside the C shim in `kmod/`, which calls the
+//! entry points of [`ffi`] and provides the `kpi_*` services declared in
+//! `kmod/ksyms_kpi.h`. On the host it links `std` (for the panic handler and the
+//! test harness), and the tests provide the `kpi_*` services from a simulated kernel.
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "none"))]
+extern crate std;
+
+pub mod elf;
+pub mod error;
+pub mod snapshot;
+
+pub use error::{Error, Result};
