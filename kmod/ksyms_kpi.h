@@ -121,6 +121,12 @@ void	 kpi_unmap_object(struct proc *p, uint64_t uaddr, uint64_t size,
 int	 kpi_set_cdevpriv(void *priv);
 int	 kpi_get_cdevpriv(void **priv);
 
+/*
+ * Whether the shared snapshot cache is on: the debug.ksyms.cache loader
+ * tunable and read-write sysctl (default 1). Read at each open.
+ */
+int	 kpi_cache_enabled(void);
+
 /* panic(9) with the message msg[0..len). Does not return. */
 void	 kpi_panic(const char *msg, size_t len) __attribute__((__noreturn__));
 
@@ -147,6 +153,11 @@ int	 ksyms_rs_mmap_single(uint64_t *offset, uint64_t size,
 void	 ksyms_rs_cdevpriv_dtor(void *priv);
 /* kld_load, kld_unload_try and kld_unload events: the linker file set changed. */
 void	 ksyms_rs_kld_changed(void);
+/*
+ * For the read-only sysctl debug.ksyms.cached_bytes: the size of the cached
+ * snapshot that no open may be using (0 when nothing is cached).
+ */
+uint64_t ksyms_rs_cached_bytes(void);
 /* process_exit and process_exec events: p's address space is going away. */
 void	 ksyms_rs_proc_gone(struct proc *p);
 
