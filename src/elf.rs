@@ -209,6 +209,9 @@ unsafe impl Pod for Elf64Shdr {}
 // SAFETY: as above.
 unsafe impl Pod for Elf64Sym {}
 
+// SAFETY: an array of Pod records has no padding between them and no invalid bits.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
 /// The bytes of a slice of records, in the machine's byte order (the snapshot's,
 /// since a snapshot describes the kernel it is built in).
 pub fn as_bytes<T: Pod>(records: &[T]) -> &[u8] {

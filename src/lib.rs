@@ -11,8 +11,11 @@
 #[cfg(not(target_os = "none"))]
 extern crate std;
 
+pub mod device;
 pub mod elf;
 pub mod error;
+pub mod ffi;
+pub mod kpi;
 pub mod snapshot;
 
 pub use error::{Error, Result};

@@ -1,0 +1,455 @@
+//! The device: per-open state and what every call does (`SPEC.md`).
+//!
+//! # State and locking
+//! One [`State`] behind ksyms_lock (an sx lock in the shim): whether the module is
+//! loaded, the opens under way, the list of live opens, the cached snapshot and the
+//! generation of the linker file set. Lock order: the kernel linker's lock, then
+//! ksyms_lock, then VM locks. The linker walks that build a snapshot run with
+//! ksyms_lock released, because the kld_load/kld_unload events arrive with the
+//! linker's lock held and take ksyms_lock.
+//!
+//! # Lifetimes
+//! A snapshot is a VM object. Each open holds a reference, the automatic mapping in
+//! the opener holds one, each mmap(2) holds one, and the cache holds one. The object
+//! goes when the last of them does; mappings depend on no code of this module.
+//!
+//! # Where each rule of SPEC.md lives
+//! - read-only device, EPERM for write opens: [`open`]
+//! - one open per process, EBUSY: [`State::holds`], checked in [`open`] twice
+//!   (early, and authoritatively when the open is published)
+//! - snapshot from two walks, at most [`ATTEMPTS`], then ENXIO: [`build`]
+//! - shared snapshot while the module set is unchanged: [`snapshot`], [`kld_changed`]
+//! - read-only mapping in the opener for KIOCGADDR: [`prepare`]
+//! - nothing leaked on a failed open; cdevpriv set last: [`open`]
+//! - read: EINVAL before 0, EOF at and past the end, any process: [`read`]
+//! - ioctls, 64- and 32-bit, ENOTTY: [`ioctl`]
+//! - mmap: read-only, exact bounds: [`mmap_single`]
+//! - close: mapping removed from the opener only, references dropped: [`cdevpriv_dtor`]
+//! - unload refused while open: [`unload`]
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+use crate::elf::{Elf64Sym, FREEBSD_AMD64};
+use crate::error::{Error, Result};
+use crate::kpi::{self, KBox, Locked, Proc, Uio, VmObject};
+use crate::snapshot::{Census, Sink, Writer};
+
+/// Open flags and protections as the kernel passes them.
+pub const FWRITE: i32 = kpi::sys::KPI_FWRITE;
+pub const PROT_WRITE: i32 = kpi::sys::KPI_PROT_WRITE;
+pub const PROT_EXEC: i32 = kpi::sys::KPI_PROT_EXEC;
+
+/// `_IOR(group, num, len)` of `sys/ioccom.h`.
+const fn ior(group: u8, num: u8, len: u64) -> u64 {
+    const IOC_OUT: u64 = 0x4000_0000;
+    const IOCPARM_MASK: u64 = 0x1fff;
+    IOC_OUT | ((len & IOCPARM_MASK) << 16) | ((group as u64) << 8) | num as u64
+}
+
+/// `KIOCGSIZE`: `_IOR('l', 1, size_t)`, the snapshot's size.
+pub const KIOCGSIZE: u64 = ior(b'l', 1, 8);
+/// `KIOCGADDR`: `_IOR('l', 2, void *)`, the snapshot's address in the opener.
+pub const KIOCGADDR: u64 = ior(b'l', 2, 8);
+/// The same two for 32-bit processes, whose `size_t` and pointers are 4 bytes.
+pub const KIOCGSIZE32: u64 = ior(b'l', 1, 4);
+pub const KIOCGADDR32: u64 = ior(b'l', 2, 4);
+
+/// Attempts at a consistent snapshot before open fails with ENXIO.
+pub const ATTEMPTS: usize = 3;
+
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Symbols staged between the linker's tables and the VM object (two runs of 128).
+const SCRATCH_SYMBOLS: usize = 256;
+
+/// The snapshot's VM object and size, as one open holds them.
+struct Snapshot {
+    object: VmObject,
+    size: u64,
+}
+
+/// The cached snapshot and the generation of the linker file set it was built from.
+struct Cached {
+    snapshot: Snapshot,
+    generation: u64,
+}
+
+/// Everything behind ksyms_lock.
+pub struct State {
+    loaded: bool,
+    /// Opens past the first check and not yet published or failed.
+    opening: u32,
+    /// The live opens: those whose cdevpriv destructor has not run.
+    opens: Option<NonNull<OpenFile>>,
+    cache: Option<Cached>,
+    /// Bumped at every change of the linker file set.
+    generation: u64,
+}
+
+// SAFETY: the raw pointers in State point to OpenFiles that are only touched under
+// ksyms_lock (their links) or are immutable (the rest); State itself only lives in
+// the Locked static.
+unsafe impl Send for State {}
+
+static STATE: Locked<State> = Locked::new(State {
+    loaded: false,
+    opening: 0,
+    opens: None,
+    cache: None,
+    generation: 0,
+});
+
+/// The per-open state, the open file's cdevpriv.
+pub struct OpenFile {
+    snapshot: Snapshot,
+    /// The automatic mapping in the opener (set once, before publication).
+    mapping: Option<u64>,
+    /// Guarded by ksyms_lock: see [`OpenFile::link`].
+    link: UnsafeCell<Link>,
+}
+
+struct Link {
+    /// The opener, until it exits or execs.
+    opener: Option<Proc>,
+    next: Option<NonNull<OpenFile>>,
+}
+
+impl OpenFile {
+    /// The fields guarded by ksyms_lock; the guard proves the lock is held.
+    #[allow(clippy::mut_from_ref)]
+    fn link<'g>(&self, _locked: &'g mut State) -> &'g mut Link {
+        // SAFETY: the caller holds ksyms_lock (it has the State behind it), and every
+        // access to `link` goes through here, so no other reference to it exists.
+        unsafe { &mut *self.link.get() }
+    }
+
+    /// Removes the automatic mapping from the opener, if the opener is still there.
+    fn unmap_from_opener(&self, st: &mut State) {
+        if let (Some(opener), Some(addr)) = (self.link(st).opener, self.mapping) {
+            opener.unmap(addr, self.snapshot.size, &self.snapshot.object);
+        }
+    }
+}
+
+impl State {
+    /// Whether `p` holds a live open it made.
+    fn holds(&mut self, p: Proc) -> bool {
+        let mut cur = self.opens;
+        while let Some(entry) = cur {
+            // SAFETY: entries in the list are live until removed under the lock.
+            let link = unsafe { entry.as_ref() }.link(self);
+            if link.opener == Some(p) {
+                return true;
+            }
+            cur = link.next;
+        }
+        false
+    }
+
+    fn insert(&mut self, entry: NonNull<OpenFile>) {
+        let head = self.opens;
+        // SAFETY: entry is live (just made by the caller) and in no list.
+        unsafe { entry.as_ref() }.link(self).next = head;
+        self.opens = Some(entry);
+    }
+
+    fn remove(&mut self, entry: NonNull<OpenFile>) {
+        // SAFETY: entry is live until its owner frees it after this call.
+        let next = unsafe { entry.as_ref() }.link(self).next.take();
+        if self.opens == Some(entry) {
+            self.opens = next;
+            return;
+        }
+        let mut cur = self.opens;
+        while let Some(e) = cur {
+            // SAFETY: list entries are live.
+            let link = unsafe { e.as_ref() }.link(self);
+            if link.next == Some(entry) {
+                link.next = next;
+                return;
+            }
+            cur = link.next;
+        }
+    }
+
+    fn each_open(&mut self, mut f: impl FnMut(&mut Link)) {
+        let mut cur = self.opens;
+        while let Some(entry) = cur {
+            // SAFETY: list entries are live.
+            let link = unsafe { entry.as_ref() }.link(self);
+            f(link);
+            cur = link.next;
+        }
+    }
+}
+
+/// MOD_LOAD.
+pub fn load() -> Result<()> {
+    let mut st = STATE.lock();
+    st.loaded = true;
+    Ok(())
+}
+
+/// MOD_UNLOAD: refused while any open is alive or under way.
+pub fn unload() -> Result<()> {
+    let cache = {
+        let mut st = STATE.lock();
+        if st.opening > 0 || st.opens.is_some() {
+            return Err(Error::Busy);
+        }
+        st.loaded = false;
+        st.cache.take()
+    };
+    drop(cache);
+    Ok(())
+}
+
+/// d_open.
+pub fn open(fflags: i32) -> Result<()> {
+    if fflags & FWRITE != 0 {
+        return Err(Error::ReadOnly);
+    }
+    let me = Proc::current()?;
+    {
+        let mut st = STATE.lock();
+        if !st.loaded {
+            return Err(Error::Gone);
+        }
+        if st.holds(me) {
+            return Err(Error::Busy);
+        }
+        st.opening = st.opening.checked_add(1).ok_or(Error::Busy)?;
+    }
+
+    let prepared = prepare(me);
+
+    let mut st = STATE.lock();
+    st.opening = st.opening.saturating_sub(1);
+    let entry = prepared?;
+    // Another thread of this process may have opened meanwhile.
+    if st.holds(me) {
+        entry.unmap_from_opener(&mut st);
+        drop(st);
+        drop(entry);
+        return Err(Error::Busy);
+    }
+    let ptr = KBox::into_raw(entry);
+    st.insert(ptr);
+    drop(st);
+
+    // Last: once cdevpriv is set, devfs owns the entry and runs the destructor even
+    // if d_open then failed, so nothing may fail after it.
+    if let Err(e) = kpi::set_cdevpriv(ptr.cast::<c_void>()) {
+        let mut st = STATE.lock();
+        st.remove(ptr);
+        // SAFETY: ptr came from into_raw above and left the list: we own it again.
+        let entry = unsafe { KBox::from_raw(ptr) };
+        entry.unmap_from_opener(&mut st);
+        drop(st);
+        drop(entry);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The per-open state of an open in progress: snapshot, then mapping. Nothing is
+/// published yet; on error everything made here is undone by drops.
+fn prepare(me: Proc) -> Result<KBox<OpenFile>> {
+    let snapshot = snapshot()?;
+    let mut entry = KBox::try_new(OpenFile {
+        snapshot,
+        mapping: None,
+        link: UnsafeCell::new(Link {
+            opener: Some(me),
+            next: None,
+        }),
+    })?;
+    entry.mapping = Some(Proc::map_current(
+        &entry.snapshot.object,
+        entry.snapshot.size,
+    )?);
+    Ok(entry)
+}
+
+/// A snapshot for a new open: the cached one if the linker file set has not changed
+/// since it was built, else a new one (cached if the set did not change meanwhile).
+fn snapshot() -> Result<Snapshot> {
+    let use_cache = kpi::cache_enabled();
+    let (generation, dropped) = {
+        let mut st = STATE.lock();
+        let generation = st.generation;
+        match &st.cache {
+            Some(c) if use_cache && c.generation == generation => {
+                return Ok(Snapshot {
+                    object: c.snapshot.object.reference(),
+                    size: c.snapshot.size,
+                });
+            }
+            _ => (generation, st.cache.take()),
+        }
+    };
+    drop(dropped);
+
+    let built = build()?;
+
+    let replaced = {
+        let mut st = STATE.lock();
+        if use_cache && st.loaded && st.generation == generation {
+            let copy = Snapshot {
+                object: built.object.reference(),
+                size: built.size,
+            };
+            st.cache.replace(Cached {
+                snapshot: copy,
+                generation,
+            })
+        } else {
+            None
+        }
+    };
+    drop(replaced);
+    Ok(built)
+}
+
+/// Builds a snapshot, retrying while the linker file set changes under the walks.
+fn build() -> Result<Snapshot> {
+    let mut scratch = KBox::<[Elf64Sym; SCRATCH_SYMBOLS]>::try_zeroed()?;
+    for _ in 0..ATTEMPTS {
+        match build_once(&mut scratch[..]) {
+            Err(Error::Changed) => continue,
+            other => return other,
+        }
+    }
+    Err(Error::Changed)
+}
+
+/// A sink writing into a VM object.
+struct ObjectSink<'a> {
+    object: &'a VmObject,
+    size: u64,
+}
+
+impl Sink for ObjectSink<'_> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.object.write(self.size, offset, bytes)
+    }
+}
+
+/// One attempt: census walk, object, writing walk.
+fn build_once(scratch: &mut [Elf64Sym]) -> Result<Snapshot> {
+    let mut census = Census::default();
+    kpi::foreach_linker_file(|file| census.add(file))?;
+    let layout = census.layout()?;
+
+    let object = VmObject::alloc(layout.size())?;
+    let mut sink = ObjectSink {
+        object: &object,
+        size: layout.size(),
+    };
+    let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink, scratch)?;
+    kpi::foreach_linker_file(|file| writer.add(file))?;
+    let layout = writer.finish()?;
+    Ok(Snapshot {
+        object,
+        size: layout.size(),
+    })
+}
+
+/// Runs `f` on the per-open state of the current call's open file.
+fn with_open<R>(f: impl FnOnce(&OpenFile) -> Result<R>) -> Result<R> {
+    let ptr = kpi::get_cdevpriv()?.cast::<OpenFile>();
+    // SAFETY: our cdevpriv is always an OpenFile published by open(); devfs keeps it
+    // alive (the destructor cannot run) while a call on the open file is in progress.
+    f(unsafe { ptr.as_ref() })
+}
+
+/// d_read: the snapshot's bytes from the file offset, from any process.
+pub fn read(uio: &Uio) -> Result<()> {
+    with_open(|file| {
+        let offset = u64::try_from(uio.offset()).map_err(|_| Error::Invalid)?;
+        if offset >= file.snapshot.size {
+            return Ok(());
+        }
+        file.snapshot.object.read(file.snapshot.size, uio)
+    })
+}
+
+/// d_ioctl. `data` is the kernel's copy of the argument, `IOCPARM_LEN(cmd)` bytes.
+pub fn ioctl(cmd: u64, data: NonNull<u8>) -> Result<()> {
+    with_open(|file| {
+        let value = match cmd {
+            KIOCGSIZE | KIOCGSIZE32 => file.snapshot.size,
+            KIOCGADDR | KIOCGADDR32 => file.mapping.ok_or(Error::Invalid)?,
+            _ => return Err(Error::NoSuchIoctl),
+        };
+        if cmd == KIOCGSIZE32 || cmd == KIOCGADDR32 {
+            let value = u32::try_from(value).map_err(|_| Error::Overflow)?;
+            // SAFETY: the kernel provides IOCPARM_LEN(cmd) = 4 writable bytes.
+            unsafe { data.cast::<u32>().as_ptr().write_unaligned(value) };
+        } else {
+            // SAFETY: the kernel provides IOCPARM_LEN(cmd) = 8 writable bytes.
+            unsafe { data.cast::<u64>().as_ptr().write_unaligned(value) };
+        }
+        Ok(())
+    })
+}
+
+/// d_mmap_single: a new reference to the snapshot's object for a read-only mapping
+/// of whole pages inside the snapshot.
+pub fn mmap_single(offset: u64, size: u64, nprot: i32) -> Result<VmObject> {
+    if nprot & (PROT_WRITE | PROT_EXEC) != 0 {
+        return Err(Error::Invalid);
+    }
+    with_open(|file| {
+        let pages = file.snapshot.size.div_ceil(PAGE_SIZE);
+        let limit = pages.checked_mul(PAGE_SIZE).ok_or(Error::Invalid)?;
+        let end = offset.checked_add(size).ok_or(Error::Invalid)?;
+        if size == 0 || offset >= limit || end > limit {
+            return Err(Error::Invalid);
+        }
+        Ok(file.snapshot.object.reference())
+    })
+}
+
+/// The cdevpriv destructor: the last reference to an open file is gone.
+///
+/// # Safety
+/// `priv_` is a cdevpriv installed by [`open`], passed once.
+pub unsafe fn cdevpriv_dtor(priv_: NonNull<c_void>) {
+    let ptr = priv_.cast::<OpenFile>();
+    let mut st = STATE.lock();
+    st.remove(ptr);
+    // SAFETY: open() gave up ownership of ptr to devfs, which gives it back here once.
+    let entry = unsafe { KBox::from_raw(ptr) };
+    entry.unmap_from_opener(&mut st);
+    drop(st);
+    drop(entry);
+}
+
+/// A linker file was loaded or unloaded: the cached snapshot is stale.
+pub fn kld_changed() {
+    let stale = {
+        let mut st = STATE.lock();
+        st.generation = st.generation.wrapping_add(1);
+        st.cache.take()
+    };
+    drop(stale);
+}
+
+/// A process exits or execs: its address space, with our mapping, goes away.
+pub fn proc_gone(p: Proc) {
+    let mut st = STATE.lock();
+    st.each_open(|link| {
+        if link.opener == Some(p) {
+            link.opener = None;
+        }
+    });
+}
+
+/// The bytes the cache pins (for a sysctl).
+pub fn cached_bytes() -> u64 {
+    let st = STATE.lock();
+    st.cache.as_ref().map_or(0, |c| c.snapshot.size)
+}

@@ -1,0 +1,159 @@
+//! The entry points the shim calls (`ksyms_rs_*` in `kmod/ksyms_kpi.h`), and the
+//! panic handler of the kernel build.
+//!
+//! This is the one place where a [`Result`] becomes an errno.
+
+use core::ffi::{c_int, c_ulong, c_void};
+use core::ptr::NonNull;
+
+use crate::device;
+use crate::error::{Error, Result};
+use crate::kpi::{sys, Proc, Uio};
+
+fn status(result: Result<()>) -> c_int {
+    match result {
+        Ok(()) => 0,
+        Err(e) => e.errno(),
+    }
+}
+
+/// MOD_LOAD.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_load() -> c_int {
+    status(device::load())
+}
+
+/// MOD_UNLOAD: 0, or EBUSY while the device is open.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_unload() -> c_int {
+    status(device::unload())
+}
+
+/// d_open.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_open(fflags: c_int) -> c_int {
+    status(device::open(fflags))
+}
+
+/// d_read.
+///
+/// # Safety
+/// `uio` is the uio of the current d_read call.
+#[no_mangle]
+pub unsafe extern "C" fn ksyms_rs_read(uio: *mut sys::uio) -> c_int {
+    // SAFETY: the caller passes the live uio of this read (contract).
+    match unsafe { Uio::from_raw(uio) } {
+        Some(uio) => status(device::read(&uio)),
+        None => Error::Invalid.errno(),
+    }
+}
+
+/// d_ioctl.
+///
+/// # Safety
+/// `data` points to the kernel's copy of the argument, `IOCPARM_LEN(cmd)` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ksyms_rs_ioctl(cmd: c_ulong, data: *mut c_void) -> c_int {
+    // c_ulong is 32 bits on i386: widen, never truncate.
+    #[allow(clippy::useless_conversion)]
+    let cmd = u64::from(cmd);
+    match NonNull::new(data.cast::<u8>()) {
+        Some(data) => status(device::ioctl(cmd, data)),
+        None => Error::Invalid.errno(),
+    }
+}
+
+/// d_mmap_single.
+///
+/// # Safety
+/// `offset` and `objp` are valid for reads and writes for the call.
+#[no_mangle]
+pub unsafe extern "C" fn ksyms_rs_mmap_single(
+    offset: *mut u64,
+    size: u64,
+    objp: *mut *mut sys::vm_object,
+    nprot: c_int,
+) -> c_int {
+    if offset.is_null() || objp.is_null() {
+        return Error::Invalid.errno();
+    }
+    // SAFETY: non-null and valid for the call (contract).
+    let off = unsafe { offset.read() };
+    match device::mmap_single(off, size, nprot) {
+        Ok(object) => {
+            // SAFETY: as above; the reference goes to the kernel's new mapping.
+            unsafe { objp.write(object.into_raw()) };
+            0
+        }
+        Err(e) => e.errno(),
+    }
+}
+
+/// The cdevpriv destructor.
+///
+/// # Safety
+/// `priv_` is a cdevpriv installed by [`ksyms_rs_open`], passed once.
+#[no_mangle]
+pub unsafe extern "C" fn ksyms_rs_cdevpriv_dtor(priv_: *mut c_void) {
+    if let Some(p) = NonNull::new(priv_) {
+        // SAFETY: forwarded contract.
+        unsafe { device::cdevpriv_dtor(p) };
+    }
+}
+
+/// kld_load, kld_unload_try and kld_unload events.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_kld_changed() {
+    device::kld_changed();
+}
+
+/// process_exit and process_exec events.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_proc_gone(p: *mut sys::proc_) {
+    if let Some(p) = Proc::from_raw(p) {
+        device::proc_gone(p);
+    }
+}
+
+/// The sysctl debug.ksyms.cached_bytes.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_cached_bytes() -> u64 {
+    device::cached_bytes()
+}
+
+/// Nothing reachable from an entry point panics (no unwrap, no indexing, checked
+/// arithmetic), so this is for the impossible; it stops the kernel with the message
+/// rather than run on in an unknown state.
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use core::fmt::Write;
+
+    struct Message {
+        bytes: [u8; 160],
+        len: usize,
+    }
+
+    impl Write for Message {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for &b in s.as_bytes() {
+                if let Some(slot) = self.bytes.get_mut(self.len) {
+                    *slot = b;
+                    self.len += 1;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut msg = Message {
+        bytes: [0; 160],
+        len: 0,
+    };
+    let _ = write!(msg, "ksyms: {}", info.message());
+    if let Some(loc) = info.location() {
+        let _ = write!(msg, " at {}:{}", loc.file(), loc.line());
+    }
+    // SAFETY: msg.bytes[..msg.len] is initialised; kpi_panic does not return.
+    unsafe { sys::kpi_panic(msg.bytes.as_ptr().cast(), msg.len) }
+}

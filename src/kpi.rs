@@ -1,0 +1,421 @@
+//! Safe wrappers over the kernel services the shim exports (`kmod/ksyms_kpi.h`).
+//!
+//! Each wrapper states the contract it relies on; nothing here decides anything:
+//! the decisions are in `device.rs`.
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+use crate::elf::{Elf64Sym, Pod};
+use crate::error::{Error, Result};
+use crate::snapshot::LinkerFile;
+
+/// The declarations bindgen generated from `kmod/ksyms_kpi.h` (`make bindings`).
+#[allow(non_camel_case_types, non_upper_case_globals, dead_code, clippy::all)]
+pub mod sys {
+    include!("../bindings/kpi.rs");
+}
+
+/// A kernel-malloc'ed box: `malloc(9)` under `M_KSYMS`, freed on drop.
+pub struct KBox<T>(NonNull<T>);
+
+impl<T> KBox<T> {
+    /// Moves `value` into kernel memory; [`Error::NoMemory`] when none is left.
+    pub fn try_new(value: T) -> Result<Self> {
+        // malloc(9) aligns every allocation to at least the pointer size.
+        const { assert!(core::mem::align_of::<T>() <= core::mem::align_of::<usize>()) };
+        // SAFETY: kpi_malloc has no preconditions; it returns NULL or a zeroed block
+        // of the requested size, aligned for any type of pointer alignment.
+        let raw = unsafe { sys::kpi_malloc(core::mem::size_of::<T>()) }.cast::<T>();
+        let ptr = NonNull::new(raw).ok_or(Error::NoMemory)?;
+        // SAFETY: the block is fresh, large enough and aligned for T (asserted above).
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(KBox(ptr))
+    }
+
+    /// A zero-filled `T` in kernel memory, built in place (no copy through the
+    /// stack, which is small in the kernel).
+    pub fn try_zeroed() -> Result<Self>
+    where
+        T: Pod,
+    {
+        const { assert!(core::mem::align_of::<T>() <= core::mem::align_of::<usize>()) };
+        // SAFETY: as in try_new; kpi_malloc zero-fills the block (M_ZERO).
+        let raw = unsafe { sys::kpi_malloc(core::mem::size_of::<T>()) }.cast::<T>();
+        // All-zero bytes are a valid T (Pod).
+        NonNull::new(raw).map(KBox).ok_or(Error::NoMemory)
+    }
+
+    /// Gives up ownership; [`KBox::from_raw`] takes it back.
+    pub fn into_raw(this: Self) -> NonNull<T> {
+        let ptr = this.0;
+        core::mem::forget(this);
+        ptr
+    }
+
+    /// # Safety
+    /// `ptr` came from [`KBox::into_raw`] and is not owned by anything else.
+    pub unsafe fn from_raw(ptr: NonNull<T>) -> Self {
+        KBox(ptr)
+    }
+}
+
+impl<T> Deref for KBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the box owns a live, initialised T.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T> DerefMut for KBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the box owns a live, initialised T, and &mut self is unique.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl<T> Drop for KBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: the box owns the T and the block; neither is used after this.
+        unsafe {
+            self.0.as_ptr().drop_in_place();
+            sys::kpi_free(self.0.as_ptr().cast());
+        }
+    }
+}
+
+/// Data guarded by ksyms_lock, the shim's sx lock.
+pub struct Locked<T>(UnsafeCell<T>);
+
+// SAFETY: every access to the inner value goes through `lock`, which holds the
+// kernel lock for the guard's whole life, so at most one thread touches it.
+unsafe impl<T: Send> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    pub const fn new(value: T) -> Self {
+        Locked(UnsafeCell::new(value))
+    }
+
+    /// Takes ksyms_lock. Never call a linker walk with the guard alive (lock order:
+    /// the kernel linker's lock comes first).
+    pub fn lock(&self) -> Guard<'_, T> {
+        // SAFETY: kpi_lock has no preconditions; it may sleep.
+        unsafe { sys::kpi_lock() };
+        Guard {
+            cell: &self.0,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+/// Holds ksyms_lock; releases it on drop.
+pub struct Guard<'a, T> {
+    cell: &'a UnsafeCell<T>,
+    // An sx lock is released by the thread that took it.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<T> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held, so no other thread has access.
+        unsafe { &*self.cell.get() }
+    }
+}
+
+impl<T> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the lock is held and &mut self is the only guard.
+        unsafe { &mut *self.cell.get() }
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard took the lock in Locked::lock.
+        unsafe { sys::kpi_unlock() };
+    }
+}
+
+/// One reference to a VM object; released on drop.
+#[derive(Debug)]
+pub struct VmObject(NonNull<sys::vm_object>);
+
+// SAFETY: a VM object reference may be used and released from any thread.
+unsafe impl Send for VmObject {}
+
+impl VmObject {
+    /// A pageable anonymous object of `size` bytes (rounded up to pages).
+    pub fn alloc(size: u64) -> Result<Self> {
+        // SAFETY: no preconditions; returns NULL or an object with one reference.
+        let obj = unsafe { sys::kpi_object_alloc(size) };
+        NonNull::new(obj).map(VmObject).ok_or(Error::NoMemory)
+    }
+
+    /// Another reference to the same object.
+    pub fn reference(&self) -> VmObject {
+        // SAFETY: self holds a reference, so the object is alive.
+        unsafe { sys::kpi_object_ref(self.0.as_ptr()) };
+        VmObject(self.0)
+    }
+
+    /// Gives the reference to the caller of an entry point (e.g. `d_mmap_single`).
+    pub fn into_raw(self) -> *mut sys::vm_object {
+        let ptr = self.0.as_ptr();
+        core::mem::forget(self);
+        ptr
+    }
+
+    pub fn as_ptr(&self) -> *mut sys::vm_object {
+        self.0.as_ptr()
+    }
+
+    /// Copies `bytes` into the object at `offset`; `size` bounds the object.
+    pub fn write(&self, size: u64, offset: u64, bytes: &[u8]) -> Result<()> {
+        // SAFETY: the object is alive (we hold a reference); bytes is a valid kernel
+        // buffer of bytes.len() bytes for the duration of the call.
+        Error::check(unsafe {
+            sys::kpi_object_write(
+                self.0.as_ptr(),
+                size,
+                offset,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+            )
+        })
+    }
+
+    /// Copies from the object to the caller's buffers described by `uio`.
+    pub fn read(&self, size: u64, uio: &Uio) -> Result<()> {
+        // SAFETY: the object is alive; uio is the live uio of the current read call.
+        Error::check(unsafe { sys::kpi_object_read(self.0.as_ptr(), size, uio.0.as_ptr()) })
+    }
+}
+
+impl Drop for VmObject {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference, given back exactly once here.
+        unsafe { sys::kpi_object_release(self.0.as_ptr()) };
+    }
+}
+
+/// The `struct uio` of a read call.
+pub struct Uio(NonNull<sys::uio>);
+
+impl Uio {
+    /// # Safety
+    /// `uio` is the live uio the kernel passed to the current `d_read` call.
+    pub unsafe fn from_raw(uio: *mut sys::uio) -> Option<Self> {
+        NonNull::new(uio).map(Uio)
+    }
+
+    pub fn offset(&self) -> i64 {
+        // SAFETY: the uio is live for the current call (from_raw's contract).
+        unsafe { sys::kpi_uio_offset(self.0.as_ptr()) }
+    }
+}
+
+/// A process, as an identity: compared, never dereferenced by Rust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proc(NonNull<sys::proc_>);
+
+// SAFETY: a process pointer is only an identity here; the kernel object it names is
+// used through the shim, under the rules documented in ksyms_kpi.h.
+unsafe impl Send for Proc {}
+
+impl Proc {
+    /// The process of the calling thread.
+    pub fn current() -> Result<Proc> {
+        // SAFETY: no preconditions.
+        let p = unsafe { sys::kpi_curproc() };
+        NonNull::new(p).map(Proc).ok_or(Error::Invalid)
+    }
+
+    pub fn from_raw(p: *mut sys::proc_) -> Option<Proc> {
+        NonNull::new(p).map(Proc)
+    }
+
+    /// Whether the calling process is a 32-bit one.
+    pub fn current_is_32bit() -> bool {
+        // SAFETY: no preconditions.
+        unsafe { sys::kpi_curproc_is32() != 0 }
+    }
+
+    /// Maps `size` bytes of `object` read-only into the calling process.
+    pub fn map_current(object: &VmObject, size: u64) -> Result<u64> {
+        let mut addr = 0u64;
+        // SAFETY: the object is alive; addr is a valid place for the result.
+        Error::check(unsafe { sys::kpi_map_object(object.as_ptr(), size, &mut addr) })?;
+        Ok(addr)
+    }
+
+    /// Removes our mapping of `object` at `addr` from this process, if it is still
+    /// there. The caller holds ksyms_lock and knows the process has not exited or
+    /// exec'd since (those events take the lock and make us forget it).
+    pub fn unmap(self, addr: u64, size: u64, object: &VmObject) {
+        // SAFETY: p is alive (see above); the object is alive.
+        unsafe { sys::kpi_unmap_object(self.0.as_ptr(), addr, size, object.as_ptr()) };
+    }
+}
+
+/// Installs `priv_` as the current open file's devfs private data; from then on the
+/// kernel owns it and runs the destructor at the last close.
+pub fn set_cdevpriv(priv_: NonNull<c_void>) -> Result<()> {
+    // SAFETY: called from d_open of this device; priv_ is valid until the destructor.
+    Error::check(unsafe { sys::kpi_set_cdevpriv(priv_.as_ptr()) })
+}
+
+/// The current open file's devfs private data.
+pub fn get_cdevpriv() -> Result<NonNull<c_void>> {
+    let mut p: *mut c_void = core::ptr::null_mut();
+    // SAFETY: called from a cdevsw method of this device; p is a valid out pointer.
+    Error::check(unsafe { sys::kpi_get_cdevpriv(&mut p) })?;
+    NonNull::new(p).ok_or(Error::Invalid)
+}
+
+/// Whether the shared snapshot cache is switched on.
+pub fn cache_enabled() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { sys::kpi_cache_enabled() != 0 }
+}
+
+/// A linker file, valid during one callback of [`foreach_linker_file`].
+pub struct KernelFile<'w> {
+    lf: NonNull<sys::linker_file>,
+    symbols: &'w [Elf64Sym],
+    strings: &'w [u8],
+    is_kernel: bool,
+}
+
+impl<'w> KernelFile<'w> {
+    /// # Safety
+    /// `lf` is the linker file passed to the current foreach callback (the kernel
+    /// linker's lock is held, so its tables stay put until the callback returns).
+    unsafe fn new(lf: NonNull<sys::linker_file>) -> Result<Self> {
+        let mut symtab: *const c_void = core::ptr::null();
+        let mut strtab: *const core::ffi::c_char = core::ptr::null();
+        // SAFETY: lf is live (contract); the out pointers are valid.
+        let (nsyms, strsz, id) = unsafe {
+            (
+                sys::kpi_symtab_get(lf.as_ptr(), &mut symtab),
+                sys::kpi_strtab_get(lf.as_ptr(), &mut strtab),
+                sys::kpi_lf_id(lf.as_ptr()),
+            )
+        };
+        let nsyms = usize::try_from(nsyms).map_err(|_| Error::BadLinkerFile)?;
+        let strsz = usize::try_from(strsz).map_err(|_| Error::BadLinkerFile)?;
+        // SAFETY: the linker reports nsyms entries at symtab and strsz bytes at strtab,
+        // alive while its lock is held (contract); table_slice checks null, alignment
+        // and that the byte size fits an isize.
+        let symbols = unsafe { table_slice(symtab.cast::<Elf64Sym>(), nsyms)? };
+        // SAFETY: as above.
+        let strings = unsafe { table_slice(strtab.cast::<u8>(), strsz)? };
+        Ok(KernelFile {
+            lf,
+            symbols,
+            strings,
+            is_kernel: id == 1,
+        })
+    }
+}
+
+/// A slice over a table the kernel linker reports, checked for what can be checked.
+///
+/// # Safety
+/// When `len > 0` and `ptr` is non-null and aligned, `len` elements at `ptr` are
+/// readable for `'a`.
+unsafe fn table_slice<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(Error::BadLinkerFile);
+    }
+    if len
+        .checked_mul(core::mem::size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(Error::BadLinkerFile);
+    }
+    // SAFETY: non-null, aligned, byte size within isize (checked); readable for 'a
+    // (contract).
+    Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
+}
+
+impl LinkerFile for KernelFile<'_> {
+    fn is_kernel(&self) -> bool {
+        self.is_kernel
+    }
+    fn symbols(&self) -> Result<&[Elf64Sym]> {
+        Ok(self.symbols)
+    }
+    fn strings(&self) -> Result<&[u8]> {
+        Ok(self.strings)
+    }
+    fn symbol_value(&self, index: usize, _sym: &Elf64Sym) -> Option<u64> {
+        // The linker identifies the symbol by its address inside its own table.
+        let sym = self.symbols.get(index)?;
+        let mut value = 0u64;
+        // SAFETY: lf is live during the callback; sym points into lf's symbol table;
+        // value is a valid out pointer.
+        let ret = unsafe {
+            sys::kpi_symbol_value(
+                self.lf.as_ptr(),
+                (sym as *const Elf64Sym).cast(),
+                &mut value,
+            )
+        };
+        (ret == 0).then_some(value)
+    }
+}
+
+/// Calls `f` for each linker file in the kernel's order, the kernel first, with the
+/// kernel linker's lock held. Stops at `f`'s first error and returns it.
+pub fn foreach_linker_file<F>(mut f: F) -> Result<()>
+where
+    F: FnMut(&KernelFile<'_>) -> Result<()>,
+{
+    struct Ctx<'f, F> {
+        f: &'f mut F,
+        error: Option<Error>,
+    }
+
+    unsafe extern "C" fn trampoline<F>(lf: *mut sys::linker_file, ctx: *mut c_void) -> i32
+    where
+        F: FnMut(&KernelFile<'_>) -> Result<()>,
+    {
+        // SAFETY: ctx is the &mut Ctx<F> passed below, alive for the whole walk and
+        // used by nothing else meanwhile.
+        let ctx = unsafe { &mut *ctx.cast::<Ctx<'_, F>>() };
+        let result = match NonNull::new(lf) {
+            // SAFETY: lf is the linker file of this callback.
+            Some(lf) => unsafe { KernelFile::new(lf) }.and_then(|file| (ctx.f)(&file)),
+            None => Err(Error::BadLinkerFile),
+        };
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                ctx.error = Some(e);
+                1
+            }
+        }
+    }
+
+    let mut ctx = Ctx {
+        f: &mut f,
+        error: None,
+    };
+    // SAFETY: trampoline::<F> matches kpi_linker_cb; ctx outlives the call.
+    let ret = unsafe {
+        sys::kpi_linker_foreach(Some(trampoline::<F>), (&mut ctx as *mut Ctx<'_, F>).cast())
+    };
+    match (ret, ctx.error) {
+        (_, Some(e)) => Err(e),
+        (0, None) => Ok(()),
+        (e, None) => Err(Error::Kernel(e)),
+    }
+}
