@@ -155,7 +155,7 @@ void	 ksyms_rs_cdevpriv_dtor(void *priv);
 void	 ksyms_rs_kld_changed(void);
 /*
  * For the read-only sysctl debug.ksyms.cached_bytes: the size of the cached
- * snapshot that no open may be using (0 when nothing is cached).
+ * snapshot, memory kept even while no open uses it (0 when nothing is cached).
  */
 uint64_t ksyms_rs_cached_bytes(void);
 /* process_exit and process_exec events: p's address space is going away. */
