@@ -1,0 +1,724 @@
+//! The snapshot engine (src/snapshot.rs) on real ELF inputs and on synthetic tables:
+//! exact header, every symbol once with the right name and value, locals first,
+//! section indices, the string table, the errors, and property tests.
+
+mod common;
+
+use common::*;
+use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
+use ksyms::snapshot::{self, Census, Sink, SliceSink, SnapshotLayout, Writer};
+use ksyms::{Error, Result};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------
+// Real inputs
+// ---------------------------------------------------------------------------
+
+/// The inputs hold every kind of symbol the engine must handle; without this, the
+/// other tests could pass on inputs too poor to exercise the fix-ups.
+#[test]
+fn inputs_cover_every_kind_of_symbol() {
+    let files = &inputs().files;
+    assert_eq!(files.len(), 5);
+    assert!(files[0].is_kernel_file());
+    let kinds =
+        |f: &MemFile, pred: &dyn Fn(&Elf64Sym) -> bool| f.syms.iter().filter(|s| pred(s)).count();
+    let k = &files[0];
+    assert!(kinds(k, &|s| s.st_info >> 4 == STB_LOCAL) > 30);
+    assert!(kinds(k, &|s| s.st_info >> 4 == STB_GLOBAL) > 30);
+    assert!(kinds(k, &|s| s.st_info >> 4 == STB_WEAK) > 30);
+    assert!(kinds(k, &|s| s.st_info & 0xf == STT_GNU_IFUNC) >= 1);
+    assert!(k
+        .syms
+        .iter()
+        .all(|s| s.st_value == 0 || s.st_value >= KERNEL_BASE || s.st_shndx == SHN_ABS));
+    for (m, f) in files[1..].iter().enumerate() {
+        assert!(!f.is_kernel_file());
+        assert!(
+            kinds(f, &|s| s.st_shndx == SHN_UNDEF && s.st_name != 0) >= 3,
+            "module {m}: undefined"
+        );
+        assert!(
+            kinds(f, &|s| s.st_shndx == SHN_COMMON) >= 4,
+            "module {m}: common"
+        );
+        assert!(
+            kinds(f, &|s| s.st_info & 0xf == STT_SECTION) >= 1,
+            "module {m}: section"
+        );
+        assert!(
+            kinds(f, &|s| s.st_info & 0xf == STT_FILE) == 1,
+            "module {m}: file"
+        );
+        assert!(
+            kinds(f, &|s| s.st_info >> 4 == STB_WEAK) >= 10,
+            "module {m}: weak"
+        );
+        assert!(
+            kinds(f, &|s| s.st_info >> 4 == STB_LOCAL) >= 10,
+            "module {m}: local"
+        );
+        // Relocatable: defined symbols are section-relative, so the fix-up changes them.
+        let moved = (0..f.syms.len())
+            .filter(|&i| f.resolved(i).is_some_and(|v| v != f.syms[i].st_value))
+            .count();
+        assert!(moved > 40, "module {m}: only {moved} symbols move");
+    }
+    assert!(kinds(&files[2], &|s| s.st_info & 0xf == STT_GNU_IFUNC) >= 1);
+    // Locals and globals interleave across files, so "locals first" is a real reorder.
+    let total: usize = files.iter().map(|f| f.syms.len()).sum();
+    assert!(total > 500, "{total} symbols");
+}
+
+#[test]
+fn real_inputs_snapshot_is_exact() {
+    let files = &inputs().files;
+    let bytes = build(files);
+    check_snapshot(files, &bytes);
+}
+
+/// Values checked by name through the object crate's own reading of the inputs (not
+/// through the records the engine was given): the kernel's unchanged, a module's
+/// the load address of its section plus the symbol's offset.
+#[test]
+fn values_by_name_match_an_independent_reading() {
+    use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SymbolSection};
+    let inp = inputs();
+    let files = &inp.files;
+    let bytes = build(files);
+    let snap = object::File::parse(&*bytes).unwrap();
+    // name -> values in the snapshot
+    let mut by_name: std::collections::HashMap<Vec<u8>, Vec<u64>> = Default::default();
+    for s in snap.symbols() {
+        by_name
+            .entry(s.name_bytes().unwrap().to_vec())
+            .or_default()
+            .push(s.address());
+    }
+    let kdata = std::fs::read(&inp.kernel_path).unwrap();
+    let kobj = object::File::parse(&*kdata).unwrap();
+    let mut checked = 0;
+    for s in kobj.symbols() {
+        let name = s.name_bytes().unwrap();
+        if name.is_empty() {
+            continue;
+        }
+        let got = &by_name[name];
+        assert!(
+            got.contains(&s.address()),
+            "kernel {:?}: {got:x?} vs {:#x}",
+            s.name(),
+            s.address()
+        );
+        checked += 1;
+    }
+    for (m, path) in inp.module_paths.iter().enumerate() {
+        let data = std::fs::read(path).unwrap();
+        let obj = object::File::parse(&*data).unwrap();
+        // Section load addresses, recomputed from the section list.
+        let mut cursor = MODULE_BASE + m as u64 * MODULE_STRIDE;
+        let mut base = std::collections::HashMap::new();
+        for sec in obj.sections() {
+            let SectionFlags::Elf { sh_flags } = sec.flags() else {
+                unreachable!()
+            };
+            if sh_flags & 2 != 0 {
+                let a = sec.align().max(1);
+                cursor = cursor.div_ceil(a) * a;
+                base.insert(sec.index(), cursor);
+                cursor += sec.size().max(1);
+            }
+        }
+        for s in obj.symbols() {
+            let name = s.name_bytes().unwrap();
+            if name.is_empty() {
+                continue;
+            }
+            let got = &by_name[name];
+            let want = match s.section() {
+                SymbolSection::Section(i) => base[&i] + s.address(),
+                _ => continue,
+            };
+            assert!(
+                got.contains(&want),
+                "module {m} {:?}: {got:x?} vs {want:#x}",
+                s.name()
+            );
+            assert!(want >= MODULE_BASE + m as u64 * MODULE_STRIDE);
+            checked += 1;
+        }
+    }
+    assert!(checked > 400, "{checked}");
+}
+
+// ---------------------------------------------------------------------------
+// Header, empty and synthetic sets
+// ---------------------------------------------------------------------------
+
+#[test]
+fn no_files_gives_the_header_alone() {
+    let files: Vec<MemFile> = Vec::new();
+    let bytes = build(&files);
+    assert_eq!(bytes.len(), 464);
+    parse_checked(&bytes, 0, 0, 0);
+}
+
+#[test]
+fn empty_tables_among_files() {
+    let mut rng = Rng(7);
+    let mut files = vec![synthetic(&mut rng, "kernel", true, 40, 1, 12)];
+    // No symbols, no strings; no symbols but strings; strings of empty names only.
+    files.push(MemFile {
+        name: "empty".into(),
+        syms: vec![],
+        strs: vec![],
+        resolve: Resolve::Table(vec![]),
+    });
+    files.push(MemFile {
+        name: "strings only".into(),
+        syms: vec![],
+        strs: b"\0abc\0".to_vec(),
+        resolve: Resolve::Table(vec![]),
+    });
+    files.push(synthetic(&mut rng, "m1", false, 30, 0, 5));
+    files.push(MemFile {
+        name: "null only".into(),
+        syms: vec![Elf64Sym::default()],
+        strs: b"\0".to_vec(),
+        resolve: Resolve::Table(vec![None]),
+    });
+    let bytes = build(&files);
+    check_snapshot(&files, &bytes);
+}
+
+/// A symbol set at the scale of a small kernel.
+fn large_set() -> Vec<MemFile> {
+    let mut rng = Rng(0x5eed);
+    let mut files = vec![synthetic(&mut rng, "kernel", true, 30_000, 1, 40)];
+    for m in 0..25 {
+        files.push(synthetic(
+            &mut rng,
+            &format!("m{m}"),
+            false,
+            200 + 100 * m,
+            1,
+            40,
+        ));
+    }
+    files
+}
+
+#[test]
+fn large_synthetic_set_is_exact() {
+    let files = large_set();
+    let bytes = build(&files);
+    check_snapshot(&files, &bytes);
+    // More than one STRING_CHUNK of strings in the kernel alone.
+    assert!(files[0].strs.len() > 2 * snapshot::STRING_CHUNK);
+}
+
+/// Every byte of the file is written exactly once, and no write ends past the size.
+struct CoverageSink {
+    bytes: Vec<u8>,
+    count: Vec<u8>,
+    max_end: u64,
+    writes: usize,
+}
+
+impl CoverageSink {
+    fn new(size: u64) -> Self {
+        CoverageSink {
+            bytes: vec![0; size as usize],
+            count: vec![0; size as usize],
+            max_end: 0,
+            writes: 0,
+        }
+    }
+}
+
+impl Sink for CoverageSink {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let end = offset + bytes.len() as u64;
+        self.max_end = self.max_end.max(end);
+        self.writes += 1;
+        if end as usize > self.bytes.len() {
+            // Recorded above; refuse like a real sink would.
+            return Err(Error::TooLarge);
+        }
+        self.bytes[offset as usize..end as usize].copy_from_slice(bytes);
+        for c in &mut self.count[offset as usize..end as usize] {
+            *c += 1;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn every_byte_written_exactly_once() {
+    for files in [inputs().files.clone(), large_set()] {
+        for scratch in [2usize, 3, 1000] {
+            let layout = snapshot::census(&files).unwrap().layout().unwrap();
+            let mut sink = CoverageSink::new(layout.size());
+            let mut buf = vec![Elf64Sym::default(); scratch];
+            snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink, &mut buf).unwrap();
+            assert!(
+                sink.count.iter().all(|&c| c == 1),
+                "scratch {scratch}: a byte written {} times",
+                sink.count.iter().find(|&&c| c != 1).unwrap()
+            );
+            assert_eq!(sink.max_end, layout.size());
+            check_snapshot(&files, &sink.bytes);
+            if scratch == 2 {
+                // One symbol per write at this size: the chunking really happened.
+                let nsyms: usize = files.iter().map(|f| f.syms.len()).sum();
+                assert!(sink.writes > nsyms);
+            }
+        }
+    }
+}
+
+#[test]
+fn scratch_size_does_not_change_the_bytes() {
+    for files in [inputs().files.clone(), large_set()] {
+        let total: usize = files.iter().map(|f| f.syms.len()).sum();
+        let reference = build_with(&files, total * 2 + 10).unwrap();
+        for scratch in [2usize, 3, 4, 7, 64, 4097] {
+            let bytes = build_with(&files, scratch).unwrap();
+            assert!(bytes == reference, "scratch {scratch} gives other bytes");
+        }
+    }
+}
+
+#[test]
+fn scratch_below_two_entries_is_refused() {
+    let files = &inputs().files;
+    for scratch in [0usize, 1] {
+        assert_eq!(build_with(files, scratch), Err(Error::Invalid));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A changing set of files
+// ---------------------------------------------------------------------------
+
+/// Census of `before`, write of `after`; returns the result and the furthest byte
+/// any write reached, which must never pass the layout.
+fn census_then_write(
+    before: &[MemFile],
+    after: &[MemFile],
+    scratch: usize,
+) -> Result<SnapshotLayout> {
+    let layout = snapshot::census(before)?.layout()?;
+    let mut sink = CoverageSink::new(layout.size());
+    let mut buf = vec![Elf64Sym::default(); scratch];
+    let r = snapshot::write(after, layout, &FREEBSD_AMD64, &mut sink, &mut buf);
+    assert!(
+        sink.max_end <= layout.size(),
+        "a write reached {} past the size {}",
+        sink.max_end,
+        layout.size()
+    );
+    assert!(sink.count.iter().all(|&c| c <= 1), "a byte written twice");
+    r
+}
+
+fn with_symbol(f: &MemFile, bind: u8) -> MemFile {
+    let mut g = f.clone();
+    g.syms.push(Elf64Sym {
+        st_name: 0,
+        st_info: info(bind, STT_FUNC),
+        st_shndx: SHN_ABS,
+        st_value: 1,
+        ..Default::default()
+    });
+    if let Resolve::Table(v) = &mut g.resolve {
+        v.push(None);
+    }
+    g
+}
+
+#[test]
+fn changed_file_set_is_detected() {
+    let base: Vec<MemFile> = {
+        let mut rng = Rng(99);
+        let mut v = vec![synthetic(&mut rng, "kernel", true, 500, 1, 30)];
+        for m in 0..5 {
+            v.push(synthetic(
+                &mut rng,
+                &format!("m{m}"),
+                false,
+                50 + 30 * m,
+                1,
+                30,
+            ));
+        }
+        v
+    };
+    let mut rng = Rng(1234);
+    let extra = synthetic(&mut rng, "extra", false, 40, 1, 30);
+    let mut cases: Vec<(&str, Vec<MemFile>, Vec<MemFile>)> = Vec::new();
+    let mut added = base.clone();
+    added.push(extra.clone());
+    cases.push(("file added at the end", base.clone(), added.clone()));
+    let mut added_mid = base.clone();
+    added_mid.insert(2, extra.clone());
+    cases.push(("file added in the middle", base.clone(), added_mid));
+    cases.push(("file removed at the end", added.clone(), base.clone()));
+    let mut removed_mid = base.clone();
+    removed_mid.remove(3);
+    cases.push(("file removed in the middle", base.clone(), removed_mid));
+    for (what, bind) in [
+        ("local", STB_LOCAL),
+        ("global", STB_GLOBAL),
+        ("weak", STB_WEAK),
+    ] {
+        let mut grown = base.clone();
+        grown[4] = with_symbol(&base[4], bind);
+        cases.push((
+            if bind == STB_LOCAL {
+                "table grown by a local"
+            } else if what == "global" {
+                "table grown by a global"
+            } else {
+                "table grown by a weak"
+            },
+            base.clone(),
+            grown.clone(),
+        ));
+        cases.push(("table shrunk", grown, base.clone()));
+    }
+    let mut more_strings = base.clone();
+    more_strings[1].strs.extend_from_slice(b"late_name\0");
+    cases.push(("string table grown", base.clone(), more_strings.clone()));
+    cases.push(("string table shrunk", more_strings, base.clone()));
+    // A local turned global: same totals per file, other split between the runs.
+    let mut rebound = base.clone();
+    let idx = rebound[2]
+        .syms
+        .iter()
+        .position(|s| s.st_info >> 4 == STB_LOCAL && s.st_name != 0)
+        .unwrap();
+    rebound[2].syms[idx].st_info = info(STB_GLOBAL, STT_FUNC);
+    cases.push(("local turned global", base.clone(), rebound.clone()));
+    cases.push(("global turned local", rebound, base.clone()));
+
+    for (what, before, after) in &cases {
+        for scratch in [2usize, 5, 100_000] {
+            assert_eq!(
+                census_then_write(before, after, scratch),
+                Err(Error::Changed),
+                "{what}, scratch {scratch}"
+            );
+        }
+        // The same sets, unchanged, write fine: the failure is the change.
+        assert!(census_then_write(after, after, 2).is_ok(), "{what}");
+    }
+}
+
+/// The kernel's own walk: Census::add and Writer::add one file at a time.
+#[test]
+fn census_and_writer_one_file_at_a_time() {
+    let files = &inputs().files;
+    let mut census = Census::default();
+    for f in files {
+        census.add(f).unwrap();
+    }
+    assert_eq!(census.files, files.len() as u64);
+    assert_eq!(
+        census.symbols,
+        files.iter().map(|f| f.syms.len() as u64).sum::<u64>()
+    );
+    let layout = census.layout().unwrap();
+    let mut buf = vec![0u8; layout.size() as usize];
+    let mut sink = SliceSink(&mut buf);
+    let mut scratch = [Elf64Sym::default(); 16];
+    let mut w = Writer::new(layout, &FREEBSD_AMD64, &mut sink, &mut scratch).unwrap();
+    for f in files {
+        w.add(f).unwrap();
+    }
+    assert_eq!(w.finish().unwrap(), layout);
+    check_snapshot(files, &buf);
+}
+
+// ---------------------------------------------------------------------------
+// Malformed linker files, sizes that do not fit, failing sinks
+// ---------------------------------------------------------------------------
+
+fn one_module(syms: Vec<Elf64Sym>, strs: &[u8]) -> Vec<MemFile> {
+    let mut rng = Rng(3);
+    let kernel = synthetic(&mut rng, "kernel", true, 10, 1, 8);
+    let n = syms.len();
+    vec![
+        kernel,
+        MemFile {
+            name: "bad".into(),
+            syms,
+            strs: strs.to_vec(),
+            resolve: Resolve::Table(vec![None; n]),
+        },
+    ]
+}
+
+fn named(st_name: u32) -> Elf64Sym {
+    Elf64Sym {
+        st_name,
+        st_info: info(STB_GLOBAL, STT_FUNC),
+        st_shndx: 1,
+        st_value: 16,
+        st_size: 8,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn name_past_the_string_table_is_refused() {
+    let strs = b"\0foo\0bar\0"; // 9 bytes
+                                // The last byte (index 8, the final NUL) is a valid, empty name.
+    let ok = one_module(vec![Elf64Sym::default(), named(5), named(8)], strs);
+    check_snapshot(&ok, &build(&ok));
+    for st_name in [9u32, 10, 1000, u32::MAX] {
+        let bad = one_module(vec![Elf64Sym::default(), named(1), named(st_name)], strs);
+        for scratch in [2usize, 100] {
+            assert_eq!(
+                build_with(&bad, scratch),
+                Err(Error::BadLinkerFile),
+                "st_name {st_name}"
+            );
+        }
+    }
+    // In the kernel too.
+    let mut k = one_module(vec![], b"");
+    let past = k[0].strs.len() as u32;
+    k[0].syms.push(named(past));
+    assert_eq!(build_with(&k, 100), Err(Error::BadLinkerFile));
+}
+
+#[test]
+fn unterminated_string_table_is_refused() {
+    let bad = one_module(vec![Elf64Sym::default(), named(1)], b"\0foo");
+    assert_eq!(build_with(&bad, 100), Err(Error::BadLinkerFile));
+    let empty = one_module(vec![Elf64Sym::default()], b"");
+    assert_eq!(build_with(&empty, 100), Err(Error::BadLinkerFile));
+    // Terminated, it is fine.
+    let good = one_module(vec![Elf64Sym::default(), named(1)], b"\0foo\0");
+    check_snapshot(&good, &build(&good));
+}
+
+#[test]
+fn first_symbol_must_be_null() {
+    let mut files = one_module(vec![Elf64Sym::default()], b"\0");
+    files[0].syms[0] = Elf64Sym {
+        st_name: 1,
+        st_info: info(STB_LOCAL, STT_OBJECT),
+        st_shndx: 1,
+        ..Default::default()
+    };
+    assert_eq!(build_with(&files, 100), Err(Error::BadLinkerFile));
+}
+
+#[test]
+fn layouts_that_overflow_are_too_large() {
+    let max_size = i64::MAX as u64;
+    let max_syms = (max_size - 464) / 24;
+    let rem = max_size - 464 - 24 * max_syms;
+    let cases: [(u64, u64, u64); 7] = [
+        (u64::MAX, 0, 0),
+        (u64::MAX / 24 + 1, 0, 0),
+        (max_syms + 1, 0, 0),
+        (max_syms, 0, rem + 1),
+        (0, 0, u64::from(u32::MAX) + 1),
+        (10, 11, 0),
+        (u64::from(u32::MAX) + 2, u64::from(u32::MAX) + 1, 0),
+    ];
+    for (s, l, b) in cases {
+        assert_eq!(
+            SnapshotLayout::new(s, l, b),
+            Err(Error::TooLarge),
+            "({s}, {l}, {b})"
+        );
+    }
+    // The largest that fit.
+    let l = SnapshotLayout::new(max_syms, 5, rem).unwrap();
+    assert_eq!(l.size(), max_size);
+    let l = SnapshotLayout::new(3, 3, u64::from(u32::MAX)).unwrap();
+    assert_eq!(l.strtab_offset(), 464 + 72);
+    assert_eq!(l.size(), 464 + 72 + u64::from(u32::MAX));
+    let l = SnapshotLayout::new(u64::from(u32::MAX), u64::from(u32::MAX), 0).unwrap();
+    assert_eq!(l.locals(), u64::from(u32::MAX));
+    // Through the census.
+    let c = Census {
+        files: 1,
+        symbols: u64::MAX,
+        locals: 0,
+        string_bytes: 0,
+    };
+    assert_eq!(c.layout(), Err(Error::TooLarge));
+}
+
+#[test]
+fn sink_errors_stop_the_write() {
+    struct FailAt(usize, usize);
+    impl Sink for FailAt {
+        fn write_at(&mut self, _: u64, _: &[u8]) -> Result<()> {
+            self.1 += 1;
+            if self.1 == self.0 {
+                Err(Error::Kernel(14))
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let files = &inputs().files;
+    let layout = snapshot::census(files).unwrap().layout().unwrap();
+    for n in [1usize, 2, 3, 10, 50] {
+        let mut sink = FailAt(n, 0);
+        let mut scratch = [Elf64Sym::default(); 4];
+        let r = snapshot::write(files, layout, &FREEBSD_AMD64, &mut sink, &mut scratch);
+        assert_eq!(r, Err(Error::Kernel(14)), "failing write {n}");
+        assert_eq!(sink.1, n, "writes went on after the failure");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Property tests
+// ---------------------------------------------------------------------------
+
+/// One random linker file: a seed expands it (so that big counts stay cheap to
+/// generate and shrink), with random bindings, types, section indices, empty names,
+/// names shared by tail, and resolved or unresolved values.
+#[derive(Clone, Debug)]
+struct FileSpec {
+    count: usize,
+    seed: u64,
+    empty_names: bool,
+}
+
+fn file_from(spec: &FileSpec, kernel: bool) -> MemFile {
+    let mut rng = Rng(spec.seed | 1);
+    let mut strs = Vec::new();
+    let mut syms = Vec::new();
+    let mut values = Vec::new();
+    if spec.count > 0 {
+        strs.push(0);
+        syms.push(Elf64Sym::default());
+        values.push(None);
+    }
+    let mut starts: Vec<u32> = Vec::new();
+    for _ in 1..spec.count {
+        let st_name = if spec.empty_names || rng.below(10) == 0 {
+            0
+        } else if !starts.is_empty() && rng.below(5) == 0 {
+            // A tail of an earlier name (string tables share suffixes).
+            let s = starts[rng.below(starts.len() as u64) as usize];
+            let len = strs[s as usize..].iter().position(|&b| b == 0).unwrap() as u32;
+            s + rng.below(u64::from(len) + 1) as u32
+        } else {
+            let s = strs.len() as u32;
+            let len = rng.below(48);
+            for _ in 0..len {
+                strs.push(b'!' + ((rng.next() >> 7) % 94) as u8);
+            }
+            strs.push(0);
+            starts.push(s);
+            s
+        };
+        let bind = rng.below(3) as u8; // local, global, weak
+        let kind = [0u8, 1, 2, 3, 4, 6, 10][rng.below(7) as usize];
+        let shndx = [SHN_UNDEF, 1, 2, 7, 0x1234, SHN_ABS, SHN_COMMON][rng.below(7) as usize];
+        syms.push(Elf64Sym {
+            st_name,
+            st_info: info(bind, kind),
+            st_other: rng.below(4) as u8,
+            st_shndx: shndx,
+            st_value: rng.next(),
+            st_size: rng.next() >> rng.below(64),
+        });
+        values.push(if rng.below(3) == 0 {
+            None
+        } else {
+            Some(rng.next())
+        });
+    }
+    MemFile {
+        name: format!("seed {}", spec.seed),
+        syms,
+        strs,
+        resolve: if kernel {
+            Resolve::Kernel
+        } else {
+            Resolve::Table(values)
+        },
+    }
+}
+
+fn file_spec() -> impl Strategy<Value = FileSpec> {
+    (
+        prop_oneof![
+            3 => 0usize..4,
+            6 => 4usize..200,
+            1 => 2000usize..20_000,
+        ],
+        any::<u64>(),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(count, seed, empty_names)| FileSpec {
+            count,
+            seed,
+            empty_names,
+        })
+}
+
+/// Checks a snapshot through the object crate's ELF reader.
+fn check_with_object(files: &[MemFile], bytes: &[u8], layout_size: u64) {
+    use object::{Object, ObjectSymbol};
+    assert_eq!(bytes.len() as u64, layout_size);
+    let elf =
+        object::read::elf::ElfFile64::<object::Endianness>::parse(bytes).expect("snapshot parses");
+    let mut got: Vec<(Vec<u8>, u64, u64)> = elf
+        .symbols()
+        .map(|s| (s.name_bytes().unwrap().to_vec(), s.address(), s.size()))
+        .collect();
+    // The object crate skips entry 0, the null symbol of the first file with symbols.
+    let mut want: Vec<(Vec<u8>, u64, u64)> = Vec::new();
+    let mut skipped_null = false;
+    for f in files {
+        for i in 0..f.syms.len() {
+            if !skipped_null {
+                skipped_null = true;
+                continue;
+            }
+            let v = if f.is_kernel_file() {
+                f.syms[i].st_value
+            } else {
+                f.expected_value(i)
+            };
+            want.push((f.name(i).to_vec(), v, f.syms[i].st_size));
+        }
+    }
+    got.sort();
+    want.sort();
+    assert!(
+        got == want,
+        "symbols differ: {} got, {} wanted",
+        got.len(),
+        want.len()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_file_sets(
+        kernel in file_spec().prop_filter("kernel has its null symbol", |s| s.count > 0),
+        modules in prop::collection::vec(file_spec(), 0..12),
+        scratch in 2usize..300,
+    ) {
+        let mut files = vec![file_from(&kernel, true)];
+        files.extend(modules.iter().map(|m| file_from(m, false)));
+        let layout = snapshot::census(&files).unwrap().layout().unwrap();
+        let bytes = build_with(&files, scratch).unwrap();
+        check_with_object(&files, &bytes, layout.size());
+        check_snapshot(&files, &bytes);
+    }
+}
