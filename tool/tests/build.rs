@@ -1,0 +1,140 @@
+//! `ksyms build` on real ELF files compiled here: an executable plays the kernel,
+//! a relocatable object plays a module. Expected values come from nm(1).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const KERNEL_C: &str = r#"
+int kern_counter = 1;
+static int kern_static(int x) { return x * kern_counter; }
+int kern_entry(int x) { return kern_static(x) + 1; }
+int main(void) { return kern_entry(2); }
+"#;
+
+const MODULE_C: &str = r#"
+int mod_value = 7;
+static int mod_hidden;
+int mod_first(int x) { mod_hidden += x; return x + mod_value; }
+int mod_second(int x) { return mod_first(x) * 2 + mod_hidden; }
+"#;
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e}; install gcc and binutils (apt-get install gcc binutils)")
+    });
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// name -> (value, type letter) from `nm`.
+fn nm(path: &Path) -> HashMap<String, (u64, char)> {
+    run(Command::new("nm").arg(path))
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [v, t, n] => Some((
+                    n.to_string(),
+                    (u64::from_str_radix(v, 16).ok()?, t.chars().next()?),
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn find(snap: &Path, name: &str) -> (u64, u64, String) {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_ksyms"))
+        .args(["-f"])
+        .arg(snap)
+        .args(["find", name]));
+    let line = out
+        .lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .unwrap_or_else(|| panic!("{name} not found:\n{out}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (
+        u64::from_str_radix(f[0].trim_start_matches("0x"), 16).unwrap(),
+        f[1].parse().unwrap(),
+        f[2].to_string(),
+    )
+}
+
+#[test]
+fn build_a_snapshot_of_real_elf_files() {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("ksyms-tool-build-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kern.c"), KERNEL_C).unwrap();
+    std::fs::write(dir.join("mod.c"), MODULE_C).unwrap();
+    let kern = dir.join("kern");
+    let module = dir.join("mod.o");
+    run(Command::new("cc")
+        .args(["-O0", "-fno-inline", "-o"])
+        .arg(&kern)
+        .arg(dir.join("kern.c")));
+    run(Command::new("cc")
+        .args(["-O0", "-fno-inline", "-c", "-o"])
+        .arg(&module)
+        .arg(dir.join("mod.c")));
+    let snap = dir.join("snap.ksyms");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_ksyms"))
+        .args(["build", "-o"])
+        .arg(&snap)
+        .arg(&kern)
+        .arg(&module));
+    assert!(out.contains("from 2 files"), "{out}");
+
+    let check = run(Command::new(env!("CARGO_BIN_EXE_ksyms"))
+        .arg("-f")
+        .arg(&snap)
+        .arg("check"));
+    assert!(check.contains(": ok: a well-formed snapshot"), "{check}");
+
+    // The kernel's symbols keep their values.
+    let k = nm(&kern);
+    for name in ["kern_entry", "kern_counter", "kern_static"] {
+        let (value, _, _) = find(&snap, name);
+        assert_eq!(value, k[name].0, "{name}");
+    }
+    assert_eq!(find(&snap, "kern_entry").2, "FUNC");
+    assert_eq!(find(&snap, "kern_counter").2, "OBJECT");
+
+    // The module is placed above the kernel; offsets within a section are kept.
+    let m = nm(&module);
+    let kernel_top = k.values().map(|v| v.0).max().unwrap();
+    let (first, _, _) = find(&snap, "mod_first");
+    let (second, _, _) = find(&snap, "mod_second");
+    assert!(first > kernel_top, "{first:#x} <= {kernel_top:#x}");
+    assert_eq!(second - first, m["mod_second"].0 - m["mod_first"].0);
+    let (value, size, kind) = find(&snap, "mod_value");
+    assert!(value > kernel_top);
+    assert_eq!((size, kind.as_str()), (4, "OBJECT"));
+
+    // lookup agrees: an address inside mod_second names it.
+    let out = run(Command::new(env!("CARGO_BIN_EXE_ksyms"))
+        .arg("-f")
+        .arg(&snap)
+        .args(["lookup", &format!("{:#x}", second + 3)]));
+    assert!(out.trim_end().ends_with("mod_second+0x3"), "{out}");
+
+    // The summary finds two linker files, the second named by its source file.
+    let out = run(Command::new(env!("CARGO_BIN_EXE_ksyms"))
+        .arg("-f")
+        .arg(&snap)
+        .arg("summary"));
+    assert!(out.contains("linker files           2"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["1", "mod.c"])),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
