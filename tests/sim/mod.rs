@@ -1,0 +1,1863 @@
+//! The simulated kernel: every `kpi_*` service of `kmod/ksyms_kpi.h`, and the parts of
+//! FreeBSD around the device (kernel linker, processes, descriptors, devfs cdevpriv,
+//! VM objects and mappings), so that tests drive the real `ksyms_rs_*` entry points
+//! as the shim would.
+//!
+//! One simulated kernel per test binary, as the crate has one global state per
+//! binary: [`Kernel::boot`] takes a global test mutex, resets the world, calls
+//! `ksyms_rs_load`; [`Kernel::shutdown`] (or drop) exits every process, calls
+//! `ksyms_rs_unload`, and fails the test on any leak (kpi_malloc blocks, VM
+//! objects, mappings, cdevprivs, held locks) or any contract violation recorded on
+//! the way (double free, use of a dead object or process, unbalanced locks, lock
+//! order, writes after mapping, ...). A watchdog aborts a test that deadlocks.
+//!
+//! Include with `#[path = "sim/mod.rs"] mod sim;` (tests) or
+//! `#[path = "../tests/sim/mod.rs"] mod sim;` (examples, benches).
+#![allow(dead_code)]
+
+pub mod check;
+pub mod files;
+
+use files::SimFile;
+use ksyms::kpi::sys;
+use std::alloc::Layout;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::{c_char, c_int, c_long, c_ulong, c_void};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------
+// Constants (FreeBSD values, spelled out independently of the crate)
+// ---------------------------------------------------------------------------
+
+pub const EPERM: i32 = 1;
+pub const ENOENT: i32 = 2;
+pub const ENXIO: i32 = 6;
+pub const EBADF: i32 = 9;
+pub const ENOMEM: i32 = 12;
+pub const EFAULT: i32 = 14;
+pub const EBUSY: i32 = 16;
+pub const EINVAL: i32 = 22;
+pub const ENOTTY: i32 = 25;
+pub const EFBIG: i32 = 27;
+pub const EFTYPE: i32 = 79;
+pub const EOVERFLOW: i32 = 84;
+
+pub const FREAD: i32 = 0x1;
+pub const FWRITE: i32 = 0x2;
+pub const PROT_READ: i32 = 0x1;
+pub const PROT_WRITE: i32 = 0x2;
+pub const PROT_EXEC: i32 = 0x4;
+pub const PAGE: u64 = 4096;
+
+/// `_IOR('l', 1, size_t)`, `_IOR('l', 2, void *)` on amd64 and for 32-bit processes.
+pub const KIOCGSIZE: u64 = 0x4008_6c01;
+pub const KIOCGADDR: u64 = 0x4008_6c02;
+pub const KIOCGSIZE32: u64 = 0x4004_6c01;
+pub const KIOCGADDR32: u64 = 0x4004_6c02;
+
+pub fn round_page(x: u64) -> Option<u64> {
+    x.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))
+}
+
+// ---------------------------------------------------------------------------
+// The services the simulator counts, fails and hooks
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Malloc,
+    Free,
+    ObjectAlloc,
+    ObjectWrite,
+    ObjectRead,
+    MapObject,
+    UnmapObject,
+    SetCdevpriv,
+    GetCdevpriv,
+    LinkerForeach,
+    SymbolValue,
+    Lock,
+}
+
+const KINDS: usize = 12;
+
+impl Kind {
+    fn index(self) -> usize {
+        self as usize
+    }
+    /// The services whose failure the simulator can inject.
+    pub const FAULTABLE: [Kind; 6] = [
+        Kind::Malloc,
+        Kind::ObjectAlloc,
+        Kind::ObjectWrite,
+        Kind::ObjectRead,
+        Kind::MapObject,
+        Kind::SetCdevpriv,
+    ];
+    /// What an injected failure returns: NULL (ENOMEM to the caller) or this errno.
+    pub fn injected_errno(self) -> i32 {
+        match self {
+            Kind::Malloc | Kind::ObjectAlloc | Kind::MapObject => ENOMEM,
+            Kind::ObjectWrite | Kind::ObjectRead => EFAULT,
+            // devfs_set_cdevpriv can only fail with EBUSY.
+            Kind::SetCdevpriv => EBUSY,
+            _ => EFAULT,
+        }
+    }
+}
+
+/// When a hook runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Just before the n-th call (counted from the hook's registration) of a service;
+    /// for LinkerForeach, before the linker lock is taken.
+    Call(Kind, u64),
+    /// After the k-th callback of the n-th linker walk (from registration), with the
+    /// walking thread holding the linker lock: a module vanishing mid-walk.
+    WalkStep(u64, u64),
+    /// After the n-th linker walk (from registration) released the linker lock.
+    WalkEnd(u64),
+}
+
+type HookFn = Box<dyn FnOnce(Sim) + Send>;
+
+// ---------------------------------------------------------------------------
+// Handles: kernel objects cross the boundary as tagged, never reused numbers
+// ---------------------------------------------------------------------------
+
+const TAG_PROC: usize = 0x5000_0000_0000;
+const TAG_OBJ: usize = 0x6000_0000_0000;
+const TAG_LF: usize = 0x7000_0000_0000;
+const TAG_MASK: usize = 0xf000_0000_0000;
+
+fn encode(tag: usize, n: u64) -> usize {
+    tag | ((n as usize) << 8)
+}
+
+fn decode(tag: usize, p: usize) -> Option<u64> {
+    if p & TAG_MASK != tag || p & 0xff != 0 {
+        return None;
+    }
+    Some(((p & !TAG_MASK) >> 8) as u64)
+}
+
+pub type Pid = u64;
+pub type Fd = i32;
+
+// ---------------------------------------------------------------------------
+// Locks: the kernel linker's kld_sx and ksyms_lock, with owners
+// ---------------------------------------------------------------------------
+
+struct SimLock {
+    name: &'static str,
+    owner: Mutex<Option<ThreadId>>,
+    cv: Condvar,
+}
+
+impl SimLock {
+    const fn new(name: &'static str) -> SimLock {
+        SimLock {
+            name,
+            owner: Mutex::new(None),
+            cv: Condvar::new(),
+        }
+    }
+    fn lock(&self) {
+        let me = std::thread::current().id();
+        let mut g = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        if *g == Some(me) {
+            fatal(&format!(
+                "recursion on the non-recursive sx lock {}",
+                self.name
+            ));
+        }
+        while g.is_some() {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        *g = Some(me);
+    }
+    fn unlock(&self) -> bool {
+        let me = std::thread::current().id();
+        let mut g = self.owner.lock().unwrap_or_else(|e| e.into_inner());
+        if *g != Some(me) {
+            return false;
+        }
+        *g = None;
+        self.cv.notify_all();
+        true
+    }
+    fn held_by_me(&self) -> bool {
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) == Some(std::thread::current().id())
+    }
+    fn owner(&self) -> Option<ThreadId> {
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn force_release(&self) {
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.cv.notify_all();
+    }
+}
+
+static KLD: SimLock = SimLock::new("kld_sx");
+static KSYMS: SimLock = SimLock::new("ksyms_lock");
+
+fn fatal(msg: &str) -> ! {
+    eprintln!("\nsimulated kernel panic: {msg}");
+    std::process::abort();
+}
+
+// ---------------------------------------------------------------------------
+// The world
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Made by kpi_map_object (the device's automatic mapping).
+    Auto,
+    /// Made by mmap(2) through d_mmap_single.
+    Mmap,
+    /// Anonymous memory mapped by the process itself.
+    Anon,
+}
+
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    pub addr: u64,
+    pub len: u64,
+    pub obj: u64,
+    pub offset: u64,
+    pub origin: Origin,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum PState {
+    Alive,
+    Exiting,
+    Dead,
+}
+
+struct Proc {
+    is32: bool,
+    state: PState,
+    fds: BTreeMap<Fd, u64>,
+    next_fd: Fd,
+    /// The current address space's generation and its mappings by address.
+    vm_gen: u64,
+    maps: BTreeMap<u64, Mapping>,
+    next_addr: u64,
+    /// The generation of the address space process_exit/process_exec was signalled for.
+    gone_gen: Option<u64>,
+}
+
+struct FileObj {
+    refs: u32,
+    cdevpriv: Option<usize>,
+}
+
+struct Obj {
+    refs: u64,
+    data: Vec<u8>,
+    mapped: bool,
+    anon: bool,
+}
+
+/// A loaded linker file.
+pub struct Loaded {
+    pub id: i32,
+    pub serial: u64,
+    pub file: SimFile,
+}
+
+impl files::AsFile for Loaded {
+    fn file(&self) -> &SimFile {
+        &self.file
+    }
+}
+
+#[derive(Default)]
+struct World {
+    booted: bool,
+    cache_enabled: bool,
+    device_loaded: bool,
+    files: Vec<Arc<Loaded>>,
+    next_lf_id: i32,
+    next_serial: u64,
+    procs: BTreeMap<Pid, Proc>,
+    next_pid: Pid,
+    fps: BTreeMap<u64, FileObj>,
+    next_fp: u64,
+    objects: BTreeMap<u64, Obj>,
+    dead_objects: u64,
+    next_obj: u64,
+    next_vm_gen: u64,
+    mallocs: HashMap<usize, usize>,
+    quarantine: VecDeque<(usize, Layout)>,
+    quarantine_bytes: usize,
+    calls: [u64; KINDS],
+    faults: [Option<u64>; KINDS],
+    fault_hits: [u64; KINDS],
+    hooks: Vec<(At, HookFn)>,
+    walk_no: u64,
+    violations: Vec<String>,
+}
+
+static WORLD: Mutex<Option<World>> = Mutex::new(None);
+
+fn world() -> MutexGuard<'static, Option<World>> {
+    WORLD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` on the world; a service called while no kernel is booted is a violation
+/// printed at once (it cannot be attached to a test).
+fn with<R>(f: impl FnOnce(&mut World) -> R) -> R {
+    let mut g = world();
+    match g.as_mut() {
+        Some(w) => f(w),
+        None => fatal("a kpi service was called while no simulated kernel is booted"),
+    }
+}
+
+fn violation(w: &mut World, msg: String) {
+    eprintln!("sim: violation: {msg}");
+    w.violations.push(msg);
+}
+
+fn report(msg: String) {
+    with(|w| violation(w, msg));
+}
+
+const QUARANTINE_LIMIT: usize = 32 << 20;
+const MALLOC_ALIGN: usize = 16;
+const POISON: u8 = 0xdb;
+const MAX_OBJECT: u64 = 1 << 30;
+
+impl World {
+    fn fresh() -> World {
+        World {
+            cache_enabled: true,
+            next_lf_id: 1,
+            next_serial: 1,
+            next_pid: 100,
+            next_fp: 1,
+            next_obj: 1,
+            next_vm_gen: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Counts a call; returns (call number, whether to fail it) and the hooks due.
+    fn bump(&mut self, kind: Kind) -> (bool, Vec<HookFn>) {
+        let i = kind.index();
+        self.calls[i] += 1;
+        let n = self.calls[i];
+        let fail = self.faults[i] == Some(n);
+        if fail {
+            self.faults[i] = None;
+            self.fault_hits[i] += 1;
+        }
+        let due = self.take_hooks(|at| at == At::Call(kind, n));
+        (fail, due)
+    }
+
+    fn take_hooks(&mut self, pred: impl Fn(At) -> bool) -> Vec<HookFn> {
+        let mut due = Vec::new();
+        let mut keep = Vec::new();
+        for (at, f) in self.hooks.drain(..) {
+            if pred(at) {
+                due.push(f);
+            } else {
+                keep.push((at, f));
+            }
+        }
+        self.hooks = keep;
+        due
+    }
+
+    fn obj(&mut self, p: *mut sys::vm_object, what: &str) -> Option<u64> {
+        let id = decode(TAG_OBJ, p as usize);
+        match id {
+            Some(id) if self.objects.contains_key(&id) => Some(id),
+            Some(id) if id < self.next_obj => {
+                violation(
+                    self,
+                    format!("{what}: use of VM object {id} after its last release"),
+                );
+                None
+            }
+            _ => {
+                violation(self, format!("{what}: {p:?} is not a VM object"));
+                None
+            }
+        }
+    }
+
+    fn release_obj(&mut self, id: u64, what: &str) {
+        match self.objects.get_mut(&id) {
+            Some(o) if o.refs > 0 => {
+                o.refs -= 1;
+                if o.refs == 0 {
+                    self.objects.remove(&id);
+                    self.dead_objects += 1;
+                }
+            }
+            _ => violation(
+                self,
+                format!("{what}: VM object {id} released too many times"),
+            ),
+        }
+    }
+
+    fn new_obj(&mut self, size: u64, anon: bool) -> u64 {
+        let id = self.next_obj;
+        self.next_obj += 1;
+        let len = round_page(size).unwrap_or(0) as usize;
+        self.objects.insert(
+            id,
+            Obj {
+                refs: 1,
+                data: vec![0; len],
+                mapped: false,
+                anon,
+            },
+        );
+        id
+    }
+
+    fn live_proc(&mut self, pid: Pid, what: &str) -> bool {
+        match self.procs.get(&pid) {
+            Some(p) if p.state != PState::Dead => true,
+            _ => {
+                violation(self, format!("{what}: process {pid} does not exist"));
+                false
+            }
+        }
+    }
+
+    /// A free range of `len` bytes in `pid`'s address space.
+    fn place(&mut self, pid: Pid, len: u64) -> Option<u64> {
+        let p = self.procs.get_mut(&pid)?;
+        let addr = p.next_addr;
+        let end = addr.checked_add(len)?;
+        if p.is32 && end > 1 << 32 {
+            return None;
+        }
+        // Leave a guard page between mappings.
+        p.next_addr = end + PAGE;
+        Some(addr)
+    }
+
+    fn drop_maps(&mut self, pid: Pid) {
+        let maps = match self.procs.get_mut(&pid) {
+            Some(p) => std::mem::take(&mut p.maps),
+            None => return,
+        };
+        for m in maps.values() {
+            self.release_obj(m.obj, "address space teardown");
+        }
+    }
+
+    fn new_vm(&mut self, pid: Pid) {
+        let gen = self.next_vm_gen;
+        self.next_vm_gen += 1;
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.vm_gen = gen;
+            p.next_addr = if p.is32 {
+                0x2000_0000
+            } else {
+                0x0000_0008_0000_0000
+            };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thread context: curthread's process and the open file of the current call
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Default)]
+struct Ctx {
+    pid: Option<Pid>,
+    fp: Option<u64>,
+    opening: bool,
+}
+
+thread_local! {
+    static CTX: Cell<Ctx> = const { Cell::new(Ctx { pid: None, fp: None, opening: false }) };
+    /// The linker files whose callbacks this thread is inside of.
+    static WALK: std::cell::RefCell<Vec<Arc<Loaded>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+struct CtxGuard(Ctx);
+
+impl Drop for CtxGuard {
+    fn drop(&mut self) {
+        CTX.with(|c| c.set(self.0));
+    }
+}
+
+fn enter(pid: Option<Pid>, fp: Option<u64>, opening: bool) -> CtxGuard {
+    CTX.with(|c| {
+        let old = c.get();
+        c.set(Ctx { pid, fp, opening });
+        CtxGuard(old)
+    })
+}
+
+fn ctx() -> Ctx {
+    CTX.with(|c| c.get())
+}
+
+fn run_hooks(hooks: Vec<HookFn>) {
+    for h in hooks {
+        h(Sim);
+    }
+}
+
+/// Counts a call of `kind`, runs the hooks due, and says whether to fail it.
+fn bump(kind: Kind) -> bool {
+    let (fail, hooks) = with(|w| w.bump(kind));
+    run_hooks(hooks);
+    fail
+}
+
+// ---------------------------------------------------------------------------
+// The kpi_* services (kmod/ksyms_kpi.h), as the shim provides them
+// ---------------------------------------------------------------------------
+
+#[no_mangle]
+pub extern "C" fn kpi_malloc(size: usize) -> *mut c_void {
+    if bump(Kind::Malloc) {
+        return std::ptr::null_mut();
+    }
+    let Ok(layout) = Layout::from_size_align(size.max(1), MALLOC_ALIGN) else {
+        return std::ptr::null_mut();
+    };
+    if size > MAX_OBJECT as usize {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return p.cast();
+    }
+    with(|w| w.mallocs.insert(p as usize, size));
+    p.cast()
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_free(p: *mut c_void) {
+    bump(Kind::Free);
+    if p.is_null() {
+        return;
+    }
+    let freed = with(|w| {
+        let Some(size) = w.mallocs.remove(&(p as usize)) else {
+            violation(
+                w,
+                format!("kpi_free({p:?}): not a live kpi_malloc block (double or invalid free)"),
+            );
+            return None;
+        };
+        let layout = Layout::from_size_align(size.max(1), MALLOC_ALIGN).unwrap();
+        // Poison and keep a while, so that a use after free reads garbage.
+        // SAFETY: the block is live and `layout.size()` bytes long.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), POISON, layout.size()) };
+        w.quarantine.push_back((p as usize, layout));
+        w.quarantine_bytes += layout.size();
+        let mut out = Vec::new();
+        while w.quarantine_bytes > QUARANTINE_LIMIT {
+            let (q, l) = w.quarantine.pop_front().unwrap();
+            w.quarantine_bytes -= l.size();
+            out.push((q, l));
+        }
+        Some(out)
+    });
+    for (q, l) in freed.into_iter().flatten() {
+        // SAFETY: q was allocated with l and left the live set and the quarantine.
+        unsafe { std::alloc::dealloc(q as *mut u8, l) };
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_lock() {
+    bump(Kind::Lock);
+    KSYMS.lock();
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_unlock() {
+    if !KSYMS.unlock() {
+        report("kpi_unlock by a thread that does not hold ksyms_lock".into());
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_linker_foreach(cb: sys::kpi_linker_cb, ctx_: *mut c_void) -> c_int {
+    bump(Kind::LinkerForeach);
+    let walk_no = with(|w| {
+        w.walk_no += 1;
+        w.walk_no
+    });
+    if KSYMS.held_by_me() {
+        report("lock order: linker walk (kld_sx) with ksyms_lock held".into());
+    }
+    let Some(cb) = cb else {
+        report("kpi_linker_foreach with a NULL callback".into());
+        return EINVAL;
+    };
+    KLD.lock();
+    let mut ret = 0;
+    let mut idx = 0usize;
+    let mut step = 0u64;
+    while let Some(file) = with(|w| w.files.get(idx).cloned()) {
+        let handle = encode(TAG_LF, file.serial) as *mut sys::linker_file;
+        WALK.with(|s| s.borrow_mut().push(file));
+        // SAFETY: the callback is the device's, called as linker_file_foreach would.
+        ret = unsafe { cb(handle, ctx_) };
+        WALK.with(|s| s.borrow_mut().pop());
+        step += 1;
+        let hooks = with(|w| w.take_hooks(|at| at == At::WalkStep(walk_no, step)));
+        run_hooks(hooks);
+        if ret != 0 {
+            break;
+        }
+        idx += 1;
+    }
+    KLD.unlock();
+    let hooks = with(|w| w.take_hooks(|at| at == At::WalkEnd(walk_no)));
+    run_hooks(hooks);
+    ret
+}
+
+/// The linker file of the current callback for `lf`, or a violation.
+fn walking(lf: *mut sys::linker_file, what: &str) -> Option<Arc<Loaded>> {
+    let serial = decode(TAG_LF, lf as usize);
+    let found = WALK.with(|s| {
+        s.borrow()
+            .iter()
+            .rev()
+            .find(|f| Some(f.serial) == serial)
+            .cloned()
+    });
+    if found.is_none() {
+        report(format!(
+            "{what}({lf:?}): not the linker file of a callback in progress"
+        ));
+    }
+    found
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_lf_id(lf: *mut sys::linker_file) -> c_int {
+    walking(lf, "kpi_lf_id").map_or(-1, |f| f.id)
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_symtab_get(lf: *mut sys::linker_file, symtab: *mut *const c_void) -> c_long {
+    let Some(f) = walking(lf, "kpi_symtab_get") else {
+        return 0;
+    };
+    if symtab.is_null() {
+        report("kpi_symtab_get with a NULL out pointer".into());
+        return 0;
+    }
+    let lie = &f.file.lie;
+    let mut p = f.file.syms.as_ptr().cast::<u8>();
+    if lie.symtab_null {
+        p = std::ptr::null();
+    } else if lie.symtab_misaligned {
+        p = p.wrapping_add(4);
+    }
+    // SAFETY: checked non-null above; the device passes a valid out pointer.
+    unsafe { symtab.write(p.cast()) };
+    lie.symtab_count.unwrap_or(f.file.syms.len() as i64) as c_long
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_strtab_get(lf: *mut sys::linker_file, strtab: *mut *const c_char) -> c_long {
+    let Some(f) = walking(lf, "kpi_strtab_get") else {
+        return 0;
+    };
+    if strtab.is_null() {
+        report("kpi_strtab_get with a NULL out pointer".into());
+        return 0;
+    }
+    let lie = &f.file.lie;
+    let p = if lie.strtab_null {
+        std::ptr::null()
+    } else {
+        f.file.strs.as_ptr().cast::<c_char>()
+    };
+    // SAFETY: checked non-null above.
+    unsafe { strtab.write(p) };
+    lie.strtab_len.unwrap_or(f.file.strs.len() as i64) as c_long
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_symbol_value(
+    lf: *mut sys::linker_file,
+    sym: *const c_void,
+    value: *mut u64,
+) -> c_int {
+    bump(Kind::SymbolValue);
+    let Some(f) = walking(lf, "kpi_symbol_value") else {
+        return EINVAL;
+    };
+    let base = f.file.syms.as_ptr() as usize;
+    let at = sym as usize;
+    let n = f.file.syms.len();
+    if at < base || !(at - base).is_multiple_of(24) || (at - base) / 24 >= n || value.is_null() {
+        report(format!(
+            "kpi_symbol_value: {sym:?} is not a symbol of {} (or NULL out pointer)",
+            f.file.name
+        ));
+        return EINVAL;
+    }
+    if f.file.is_kernel_file() {
+        report(format!(
+            "kpi_symbol_value asked of the kernel ({})",
+            f.file.name
+        ));
+    }
+    match f.file.resolve((at - base) / 24) {
+        Some(v) => {
+            // SAFETY: checked non-null above.
+            unsafe { value.write(v) };
+            0
+        }
+        None => ENOENT,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_object_alloc(size: u64) -> *mut sys::vm_object {
+    if bump(Kind::ObjectAlloc) || size > MAX_OBJECT {
+        return std::ptr::null_mut();
+    }
+    let id = with(|w| w.new_obj(size, false));
+    encode(TAG_OBJ, id) as *mut sys::vm_object
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_object_ref(obj: *mut sys::vm_object) {
+    with(|w| {
+        if let Some(id) = w.obj(obj, "kpi_object_ref") {
+            w.objects.get_mut(&id).unwrap().refs += 1;
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_object_release(obj: *mut sys::vm_object) {
+    with(|w| {
+        if let Some(id) = w.obj(obj, "kpi_object_release") {
+            w.release_obj(id, "kpi_object_release");
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_object_write(
+    obj: *mut sys::vm_object,
+    obj_size: u64,
+    off: u64,
+    buf: *const c_void,
+    len: usize,
+) -> c_int {
+    if bump(Kind::ObjectWrite) {
+        return EFAULT;
+    }
+    with(|w| {
+        let Some(id) = w.obj(obj, "kpi_object_write") else {
+            return EINVAL;
+        };
+        let o = w.objects.get(&id).unwrap();
+        let (mapped, cap) = (o.mapped, o.data.len() as u64);
+        if mapped {
+            violation(
+                w,
+                format!("kpi_object_write: VM object {id} written after it was mapped"),
+            );
+        }
+        let end = off.checked_add(len as u64);
+        if obj_size > cap || end.is_none_or(|e| e > obj_size) || buf.is_null() {
+            violation(
+                w,
+                format!("kpi_object_write: [{off}, +{len}) outside object {id} of {obj_size} (pages {cap})"),
+            );
+            return EINVAL;
+        }
+        // SAFETY: the device passes a kernel buffer of `len` bytes.
+        let src = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
+        let o = w.objects.get_mut(&id).unwrap();
+        o.data[off as usize..off as usize + len].copy_from_slice(src);
+        0
+    })
+}
+
+/// A simulated `struct uio` for a read: offset, residual count, destination buffer.
+#[repr(C)]
+pub struct SimUio {
+    pub offset: i64,
+    pub resid: usize,
+    pub buf: Vec<u8>,
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_object_read(
+    obj: *mut sys::vm_object,
+    obj_size: u64,
+    uio: *mut sys::uio,
+) -> c_int {
+    if bump(Kind::ObjectRead) {
+        return EFAULT;
+    }
+    if uio.is_null() {
+        report("kpi_object_read with a NULL uio".into());
+        return EINVAL;
+    }
+    // SAFETY: the simulator passes a &mut SimUio as the device's uio, live for the call.
+    let uio = unsafe { &mut *uio.cast::<SimUio>() };
+    with(|w| {
+        let Some(id) = w.obj(obj, "kpi_object_read") else {
+            return EINVAL;
+        };
+        let data = &w.objects.get(&id).unwrap().data;
+        if obj_size > data.len() as u64 || uio.offset < 0 {
+            let msg = format!(
+                "kpi_object_read: size {obj_size} > object {id} ({} bytes) or negative offset {}",
+                data.len(),
+                uio.offset
+            );
+            violation(w, msg);
+            return EINVAL;
+        }
+        let off = uio.offset as u64;
+        if off >= obj_size {
+            return 0;
+        }
+        let n = (obj_size - off).min(uio.resid as u64) as usize;
+        let done = uio.buf.len() - uio.resid;
+        let src = &w.objects.get(&id).unwrap().data[off as usize..off as usize + n];
+        uio.buf[done..done + n].copy_from_slice(src);
+        uio.resid -= n;
+        uio.offset += n as i64;
+        0
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_uio_offset(uio: *mut sys::uio) -> i64 {
+    if uio.is_null() {
+        report("kpi_uio_offset with a NULL uio".into());
+        return 0;
+    }
+    // SAFETY: as in kpi_object_read.
+    unsafe { (*uio.cast::<SimUio>()).offset }
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
+    match ctx().pid {
+        Some(pid) => encode(TAG_PROC, pid) as *mut sys::proc_,
+        None => {
+            report("kpi_curproc outside a process context (kld event?)".into());
+            std::ptr::null_mut()
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_curproc_is32() -> c_int {
+    let Some(pid) = ctx().pid else {
+        report("kpi_curproc_is32 outside a process context".into());
+        return 0;
+    };
+    with(|w| w.procs.get(&pid).map_or(0, |p| c_int::from(p.is32)))
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mut u64) -> c_int {
+    if bump(Kind::MapObject) {
+        return ENOMEM;
+    }
+    let Some(pid) = ctx().pid else {
+        report("kpi_map_object outside a process context".into());
+        return EINVAL;
+    };
+    with(|w| {
+        let Some(id) = w.obj(obj, "kpi_map_object") else {
+            return EINVAL;
+        };
+        if uaddr.is_null() || !w.live_proc(pid, "kpi_map_object") {
+            return EINVAL;
+        }
+        let Some(len) = round_page(size).filter(|&l| l > 0) else {
+            return EINVAL;
+        };
+        if len > w.objects[&id].data.len() as u64 {
+            violation(
+                w,
+                format!("kpi_map_object: {size} bytes of a smaller object {id}"),
+            );
+            return EINVAL;
+        }
+        let Some(addr) = w.place(pid, len) else {
+            return ENOMEM;
+        };
+        let o = w.objects.get_mut(&id).unwrap();
+        o.refs += 1;
+        o.mapped = true;
+        let m = Mapping {
+            addr,
+            len,
+            obj: id,
+            offset: 0,
+            origin: Origin::Auto,
+        };
+        w.procs.get_mut(&pid).unwrap().maps.insert(addr, m);
+        // SAFETY: checked non-null above.
+        unsafe { uaddr.write(addr) };
+        0
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_unmap_object(
+    p: *mut sys::proc_,
+    uaddr: u64,
+    size: u64,
+    obj: *mut sys::vm_object,
+) {
+    bump(Kind::UnmapObject);
+    if !KSYMS.held_by_me() {
+        report("kpi_unmap_object without ksyms_lock held".into());
+    }
+    with(|w| {
+        let Some(id) = w.obj(obj, "kpi_unmap_object") else {
+            return;
+        };
+        let Some(pid) = decode(TAG_PROC, p as usize) else {
+            violation(w, format!("kpi_unmap_object: {p:?} is not a process"));
+            return;
+        };
+        if !w.live_proc(pid, "kpi_unmap_object") {
+            return;
+        }
+        let pr = &w.procs[&pid];
+        if pr.gone_gen == Some(pr.vm_gen) {
+            violation(
+                w,
+                format!("kpi_unmap_object on process {pid} after its process_exit/exec event"),
+            );
+            return;
+        }
+        let len = round_page(size).unwrap_or(0);
+        let pr = w.procs.get_mut(&pid).unwrap();
+        let exact = pr
+            .maps
+            .get(&uaddr)
+            .is_some_and(|m| m.len == len && m.obj == id);
+        if exact {
+            pr.maps.remove(&uaddr);
+            w.release_obj(id, "kpi_unmap_object");
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_set_cdevpriv(priv_: *mut c_void) -> c_int {
+    if bump(Kind::SetCdevpriv) {
+        return EBUSY;
+    }
+    let c = ctx();
+    with(|w| {
+        let Some(fp) = c.fp.filter(|_| c.opening) else {
+            violation(w, "kpi_set_cdevpriv outside d_open".into());
+            return EINVAL;
+        };
+        let f = w.fps.get_mut(&fp).unwrap();
+        if f.cdevpriv.is_some() {
+            return EBUSY;
+        }
+        f.cdevpriv = Some(priv_ as usize);
+        0
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
+    bump(Kind::GetCdevpriv);
+    let c = ctx();
+    with(|w| {
+        let Some(fp) = c.fp else {
+            violation(w, "kpi_get_cdevpriv outside a call on an open file".into());
+            return EBADF;
+        };
+        match w.fps.get(&fp).and_then(|f| f.cdevpriv) {
+            Some(p) if !priv_.is_null() => {
+                // SAFETY: checked non-null.
+                unsafe { priv_.write(p as *mut c_void) };
+                0
+            }
+            _ => EBADF,
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_cache_enabled() -> c_int {
+    with(|w| c_int::from(w.cache_enabled))
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_panic(msg: *const c_char, len: usize) -> ! {
+    let text = if msg.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the device passes len bytes at msg.
+        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len) })
+            .into_owned()
+    };
+    fatal(&format!("kpi_panic: {text}"))
+}
+
+/// The simulator's definitions have exactly the types of the generated bindings.
+#[allow(clippy::type_complexity)]
+fn _signatures_match_bindings() {
+    macro_rules! same {
+        ($($name:ident ( $($a:tt),* ) ;)*) => {
+            $( let _ = [
+                sys::$name as unsafe extern "C" fn($($a),*) -> _,
+                $name as unsafe extern "C" fn($($a),*) -> _,
+            ]; )*
+        };
+    }
+    same! {
+        kpi_malloc(_); kpi_free(_); kpi_lock(); kpi_unlock(); kpi_linker_foreach(_, _);
+        kpi_lf_id(_); kpi_symtab_get(_, _); kpi_strtab_get(_, _); kpi_symbol_value(_, _, _);
+        kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
+        kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _); kpi_uio_offset(_);
+        kpi_curproc(); kpi_curproc_is32(); kpi_map_object(_, _, _); kpi_unmap_object(_, _, _, _);
+        kpi_set_cdevpriv(_); kpi_get_cdevpriv(_); kpi_cache_enabled(); kpi_panic(_, _);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The kernel around the device, as tests drive it
+// ---------------------------------------------------------------------------
+
+/// What is alive in the simulated kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accounting {
+    pub mallocs: usize,
+    pub malloc_bytes: usize,
+    pub objects: usize,
+    pub object_refs: u64,
+    pub mappings: usize,
+    pub cdevprivs: usize,
+    pub open_files: usize,
+}
+
+/// A handle on the simulated kernel (all state is global; see [`Kernel`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Sim;
+
+static GATE: Mutex<()> = Mutex::new(());
+
+/// The booted kernel of one test; dropping it shuts down and checks accounting.
+pub struct Kernel {
+    _gate: MutexGuard<'static, ()>,
+    watchdog: Option<std::sync::mpsc::Sender<()>>,
+    done: bool,
+}
+
+impl std::ops::Deref for Kernel {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &Sim
+    }
+}
+
+/// Seconds after which a test is considered deadlocked (KSYMS_SIM_WATCHDOG).
+fn watchdog_secs() -> u64 {
+    std::env::var("KSYMS_SIM_WATCHDOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+impl Kernel {
+    /// Boots with `kernel` as linker file 1 and `modules` as files 2.. (preloaded:
+    /// no kld events), then MOD_LOAD (`ksyms_rs_load`, which must succeed).
+    pub fn boot(kernel: SimFile, modules: Vec<SimFile>) -> Kernel {
+        let k = Kernel::boot_quiet(kernel, modules);
+        // SAFETY: MOD_LOAD, as the shim calls it.
+        let r = unsafe { sys::ksyms_rs_load() };
+        assert_eq!(r, 0, "ksyms_rs_load");
+        with(|w| w.device_loaded = true);
+        k
+    }
+
+    /// Boots without loading the device.
+    pub fn boot_quiet(kernel: SimFile, modules: Vec<SimFile>) -> Kernel {
+        let gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        KLD.force_release();
+        KSYMS.force_release();
+        let mut w = World::fresh();
+        w.booted = true;
+        for f in std::iter::once(kernel).chain(modules) {
+            let id = w.next_lf_id;
+            w.next_lf_id += 1;
+            let serial = w.next_serial;
+            w.next_serial += 1;
+            w.files.push(Arc::new(Loaded {
+                id,
+                serial,
+                file: f,
+            }));
+        }
+        *world() = Some(w);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let secs = watchdog_secs();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_secs(secs))
+            {
+                fatal(&format!(
+                    "watchdog: test `{name}` still running after {secs} s (deadlock?); \
+                     kld_sx owner {:?}, ksyms_lock owner {:?}",
+                    KLD.owner(),
+                    KSYMS.owner()
+                ));
+            }
+        });
+        Kernel {
+            _gate: gate,
+            watchdog: Some(tx),
+            done: false,
+        }
+    }
+
+    /// Boots with the compiled kernel and the first `n` compiled modules.
+    pub fn boot_compiled(n: usize) -> Kernel {
+        let c = files::compiled();
+        Kernel::boot(c.kernel.clone(), c.modules[..n].to_vec())
+    }
+
+    /// Exits every process, unloads the device (which must succeed), and checks that
+    /// nothing is left and no violation was recorded. Returns the violations and leaks
+    /// instead of panicking when `strict` is false.
+    fn finish(&mut self) -> Vec<String> {
+        self.done = true;
+        let mut problems = Vec::new();
+        for pid in Sim.live_procs() {
+            Sim.exit(pid);
+        }
+        if with(|w| w.device_loaded) {
+            let r = Sim.unload_device();
+            if r != 0 {
+                problems.push(format!("ksyms_rs_unload at shutdown: errno {r}"));
+            }
+        }
+        let a = Sim.accounting();
+        if a != Accounting::default() {
+            problems.push(format!("leak at shutdown: {a:?}"));
+        }
+        if KLD.owner().is_some() || KSYMS.owner().is_some() {
+            problems.push(format!(
+                "locks held at shutdown: kld_sx {:?}, ksyms_lock {:?}",
+                KLD.owner(),
+                KSYMS.owner()
+            ));
+        }
+        problems.extend(Sim.take_violations());
+        let quarantine = with(|w| std::mem::take(&mut w.quarantine));
+        for (q, l) in quarantine {
+            // SAFETY: freed by the device, kept poisoned until now.
+            unsafe { std::alloc::dealloc(q as *mut u8, l) };
+        }
+        if let Some(tx) = self.watchdog.take() {
+            let _ = tx.send(());
+        }
+        problems
+    }
+
+    /// Shuts down and fails the test on any leak or violation.
+    pub fn shutdown(mut self) {
+        let problems = self.finish();
+        assert!(problems.is_empty(), "simulated kernel: {problems:#?}");
+    }
+
+    /// Shuts down and returns the problems (for tests that expect some).
+    pub fn shutdown_report(mut self) -> Vec<String> {
+        self.finish()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let problems = self.finish();
+        if !std::thread::panicking() {
+            assert!(problems.is_empty(), "simulated kernel: {problems:#?}");
+        }
+    }
+}
+
+/// A released file reference whose destructor must run outside the world lock.
+struct Dtor(usize);
+
+impl Sim {
+    // ---- accounting, faults, hooks ----
+
+    pub fn accounting(&self) -> Accounting {
+        with(|w| {
+            let mut a = Accounting {
+                mallocs: w.mallocs.len(),
+                malloc_bytes: w.mallocs.values().sum(),
+                objects: w.objects.len(),
+                object_refs: w.objects.values().map(|o| o.refs).sum(),
+                ..Default::default()
+            };
+            for p in w.procs.values() {
+                a.mappings += p.maps.len();
+            }
+            a.open_files = w.fps.len();
+            a.cdevprivs = w.fps.values().filter(|f| f.cdevpriv.is_some()).count();
+            a
+        })
+    }
+
+    pub fn take_violations(&self) -> Vec<String> {
+        with(|w| std::mem::take(&mut w.violations))
+    }
+
+    /// Fails with a clear message when a violation was recorded.
+    pub fn assert_clean(&self) {
+        let v = self.take_violations();
+        assert!(v.is_empty(), "contract violations: {v:#?}");
+    }
+
+    /// Makes the `n`-th call (1 = the next) of `kind` fail.
+    pub fn fail(&self, kind: Kind, n: u64) {
+        with(|w| {
+            let i = kind.index();
+            w.faults[i] = Some(w.calls[i] + n);
+        })
+    }
+
+    pub fn clear_faults(&self) {
+        with(|w| w.faults = Default::default())
+    }
+
+    /// How many injected failures of `kind` happened.
+    pub fn fault_hits(&self, kind: Kind) -> u64 {
+        with(|w| w.fault_hits[kind.index()])
+    }
+
+    /// Calls of `kind` since boot.
+    pub fn calls(&self, kind: Kind) -> u64 {
+        with(|w| w.calls[kind.index()])
+    }
+
+    /// Linker walks since boot.
+    pub fn walks(&self) -> u64 {
+        self.calls(Kind::LinkerForeach)
+    }
+
+    /// Runs `f` at `at` (numbers counted from now).
+    pub fn hook(&self, at: At, f: impl FnOnce(Sim) + Send + 'static) {
+        with(|w| {
+            let at = match at {
+                At::Call(k, n) => At::Call(k, w.calls[k.index()] + n),
+                At::WalkStep(n, s) => At::WalkStep(w.walk_no + n, s),
+                At::WalkEnd(n) => At::WalkEnd(w.walk_no + n),
+            };
+            w.hooks.push((at, Box::new(f)));
+        })
+    }
+
+    pub fn pending_hooks(&self) -> usize {
+        with(|w| w.hooks.len())
+    }
+
+    pub fn set_cache_enabled(&self, on: bool) {
+        with(|w| w.cache_enabled = on)
+    }
+
+    // ---- the module itself ----
+
+    /// MOD_UNLOAD: the device's answer; on 0 the device is gone.
+    pub fn unload_device(&self) -> i32 {
+        let _c = enter(None, None, false);
+        // SAFETY: MOD_UNLOAD, as the shim calls it.
+        let r = unsafe { sys::ksyms_rs_unload() };
+        if r == 0 {
+            with(|w| w.device_loaded = false);
+        }
+        r
+    }
+
+    /// MOD_LOAD again after an unload.
+    pub fn load_device(&self) -> i32 {
+        let _c = enter(None, None, false);
+        // SAFETY: MOD_LOAD.
+        let r = unsafe { sys::ksyms_rs_load() };
+        if r == 0 {
+            with(|w| w.device_loaded = true);
+        }
+        r
+    }
+
+    /// The sysctl debug.ksyms.cached_bytes.
+    pub fn cached_bytes(&self) -> u64 {
+        let _c = enter(None, None, false);
+        // SAFETY: a sysctl handler's call.
+        unsafe { sys::ksyms_rs_cached_bytes() }
+    }
+
+    // ---- the kernel linker ----
+
+    /// kldload: links `file` in (it gets the next id) and fires the kld_load event,
+    /// with the linker lock held (taken here unless this thread already holds it,
+    /// as a mid-walk hook does).
+    pub fn kld_load(&self, file: SimFile) -> i32 {
+        let _c = enter(None, None, false);
+        let take = !KLD.held_by_me();
+        if take {
+            KLD.lock();
+        }
+        let id = with(|w| {
+            let id = w.next_lf_id;
+            w.next_lf_id += 1;
+            let serial = w.next_serial;
+            w.next_serial += 1;
+            w.files.push(Arc::new(Loaded { id, serial, file }));
+            id
+        });
+        // SAFETY: the kld_load event handler, linker lock held.
+        unsafe { sys::ksyms_rs_kld_changed() };
+        if take {
+            KLD.unlock();
+        }
+        id
+    }
+
+    /// kldunload of file `id`: kld_unload_try, removal, kld_unload. False when no
+    /// such file (the kernel, id 1, cannot be unloaded).
+    pub fn kld_unload(&self, id: i32) -> bool {
+        let _c = enter(None, None, false);
+        let take = !KLD.held_by_me();
+        if take {
+            KLD.lock();
+        }
+        let present = id != 1 && with(|w| w.files.iter().any(|f| f.id == id));
+        if present {
+            // SAFETY: the kld_unload_try event handler, linker lock held.
+            unsafe { sys::ksyms_rs_kld_changed() };
+            with(|w| w.files.retain(|f| f.id != id));
+            // SAFETY: the kld_unload event handler.
+            unsafe { sys::ksyms_rs_kld_changed() };
+        }
+        if take {
+            KLD.unlock();
+        }
+        present
+    }
+
+    /// The loaded linker files in the kernel's order.
+    pub fn files(&self) -> Vec<Arc<Loaded>> {
+        with(|w| w.files.clone())
+    }
+
+    /// Ids of the loaded modules (not the kernel).
+    pub fn module_ids(&self) -> Vec<i32> {
+        with(|w| w.files.iter().map(|f| f.id).filter(|&i| i != 1).collect())
+    }
+
+    // ---- processes ----
+
+    pub fn spawn(&self, is32: bool) -> Pid {
+        with(|w| {
+            let pid = w.next_pid;
+            w.next_pid += 1;
+            w.procs.insert(
+                pid,
+                Proc {
+                    is32,
+                    state: PState::Alive,
+                    fds: BTreeMap::new(),
+                    next_fd: 3,
+                    vm_gen: 0,
+                    maps: BTreeMap::new(),
+                    next_addr: 0,
+                    gone_gen: None,
+                },
+            );
+            w.new_vm(pid);
+            pid
+        })
+    }
+
+    pub fn live_procs(&self) -> Vec<Pid> {
+        with(|w| {
+            w.procs
+                .iter()
+                .filter(|(_, p)| p.state == PState::Alive)
+                .map(|(&pid, _)| pid)
+                .collect()
+        })
+    }
+
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        with(|w| w.procs.get(&pid).is_some_and(|p| p.state == PState::Alive))
+    }
+
+    /// fork(2): the child shares every open file and gets a copy of every mapping.
+    pub fn fork(&self, pid: Pid) -> Pid {
+        with(|w| {
+            assert!(
+                w.procs.get(&pid).is_some_and(|p| p.state == PState::Alive),
+                "fork of a dead process"
+            );
+            let child = w.next_pid;
+            w.next_pid += 1;
+            let parent = &w.procs[&pid];
+            let fds = parent.fds.clone();
+            let maps = parent.maps.clone();
+            let (is32, next_fd, next_addr) = (parent.is32, parent.next_fd, parent.next_addr);
+            for fp in fds.values() {
+                w.fps.get_mut(fp).unwrap().refs += 1;
+            }
+            for m in maps.values() {
+                w.objects.get_mut(&m.obj).unwrap().refs += 1;
+            }
+            let gen = w.next_vm_gen;
+            w.next_vm_gen += 1;
+            w.procs.insert(
+                child,
+                Proc {
+                    is32,
+                    state: PState::Alive,
+                    fds,
+                    next_fd,
+                    vm_gen: gen,
+                    maps,
+                    next_addr,
+                    gone_gen: None,
+                },
+            );
+            child
+        })
+    }
+
+    /// exit(2): the process_exit event, then the descriptors, then the address space.
+    pub fn exit(&self, pid: Pid) {
+        let fds = with(|w| {
+            let p = w.procs.get_mut(&pid).expect("exit of an unknown process");
+            assert_eq!(p.state, PState::Alive, "exit of a dead process");
+            p.state = PState::Exiting;
+            p.gone_gen = Some(p.vm_gen);
+            std::mem::take(&mut p.fds)
+        });
+        {
+            let _c = enter(Some(pid), None, false);
+            // SAFETY: the process_exit event handler, in the exiting process.
+            unsafe { sys::ksyms_rs_proc_gone(encode(TAG_PROC, pid) as *mut sys::proc_) };
+            for fp in fds.into_values() {
+                self.drop_fp(fp);
+            }
+        }
+        with(|w| {
+            w.drop_maps(pid);
+            w.procs.get_mut(&pid).unwrap().state = PState::Dead;
+        });
+    }
+
+    /// execve(2): the process_exec event, then a new, empty address space; the
+    /// descriptors stay.
+    pub fn exec(&self, pid: Pid) {
+        with(|w| {
+            let p = w.procs.get_mut(&pid).expect("exec of an unknown process");
+            assert_eq!(p.state, PState::Alive);
+            p.gone_gen = Some(p.vm_gen);
+        });
+        {
+            let _c = enter(Some(pid), None, false);
+            // SAFETY: the process_exec event handler.
+            unsafe { sys::ksyms_rs_proc_gone(encode(TAG_PROC, pid) as *mut sys::proc_) };
+        }
+        with(|w| {
+            w.drop_maps(pid);
+            w.new_vm(pid);
+        });
+    }
+
+    // ---- descriptors ----
+
+    fn fd_fp(&self, pid: Pid, fd: Fd) -> Option<u64> {
+        with(|w| {
+            let fp = *w.procs.get(&pid)?.fds.get(&fd)?;
+            w.fps.get_mut(&fp).unwrap().refs += 1;
+            Some(fp)
+        })
+    }
+
+    /// Drops one reference to an open file; the last one runs the cdevpriv
+    /// destructor in the current context (the closing or exiting process).
+    fn drop_fp(&self, fp: u64) {
+        let dtor = with(|w| {
+            let f = w.fps.get_mut(&fp).unwrap();
+            f.refs -= 1;
+            if f.refs > 0 {
+                return None;
+            }
+            let f = w.fps.remove(&fp).unwrap();
+            f.cdevpriv.map(Dtor)
+        });
+        if let Some(Dtor(p)) = dtor {
+            let pid = ctx().pid;
+            let _c = enter(pid, Some(fp), false);
+            // SAFETY: devfs runs the destructor once, at the last reference.
+            unsafe { sys::ksyms_rs_cdevpriv_dtor(p as *mut c_void) };
+        }
+    }
+
+    /// open("/dev/ksyms", flags): devfs_open around d_open.
+    pub fn open(&self, pid: Pid, fflags: i32) -> Result<Fd, i32> {
+        let fp = with(|w| {
+            assert!(
+                w.procs.get(&pid).is_some_and(|p| p.state == PState::Alive),
+                "open by a dead process"
+            );
+            let fp = w.next_fp;
+            w.next_fp += 1;
+            w.fps.insert(
+                fp,
+                FileObj {
+                    refs: 1,
+                    cdevpriv: None,
+                },
+            );
+            fp
+        });
+        let r = {
+            let _c = enter(Some(pid), Some(fp), true);
+            // SAFETY: d_open, with td_fpop the file being opened.
+            unsafe { sys::ksyms_rs_open(fflags) }
+        };
+        if r != 0 {
+            // devfs_open: on error, devfs_clear_cdevpriv runs the destructor.
+            let left = with(|w| w.fps.get_mut(&fp).unwrap().cdevpriv.take());
+            if let Some(p) = left {
+                report(format!("ksyms_rs_open failed ({r}) but left cdevpriv set"));
+                let _c = enter(Some(pid), Some(fp), false);
+                // SAFETY: devfs_clear_cdevpriv's destructor call.
+                unsafe { sys::ksyms_rs_cdevpriv_dtor(p as *mut c_void) };
+            }
+            let _c = enter(Some(pid), None, false);
+            self.drop_fp(fp);
+            return Err(r);
+        }
+        with(|w| {
+            if w.fps[&fp].cdevpriv.is_none() {
+                violation(w, "ksyms_rs_open succeeded without setting cdevpriv".into());
+            }
+            let p = w.procs.get_mut(&pid).unwrap();
+            let fd = p.next_fd;
+            p.next_fd += 1;
+            p.fds.insert(fd, fp);
+            Ok(fd)
+        })
+    }
+
+    /// close(2).
+    pub fn close(&self, pid: Pid, fd: Fd) -> Result<(), i32> {
+        let fp = with(|w| w.procs.get_mut(&pid).and_then(|p| p.fds.remove(&fd)));
+        let Some(fp) = fp else {
+            return Err(EBADF);
+        };
+        let _c = enter(Some(pid), None, false);
+        self.drop_fp(fp);
+        Ok(())
+    }
+
+    /// Passes descriptor `fd` of `from` to `to` (SCM_RIGHTS): `to`'s new descriptor.
+    pub fn send_fd(&self, from: Pid, fd: Fd, to: Pid) -> Fd {
+        with(|w| {
+            let fp = w.procs[&from].fds[&fd];
+            w.fps.get_mut(&fp).unwrap().refs += 1;
+            let p = w.procs.get_mut(&to).unwrap();
+            assert_eq!(p.state, PState::Alive);
+            let nfd = p.next_fd;
+            p.next_fd += 1;
+            p.fds.insert(nfd, fp);
+            nfd
+        })
+    }
+
+    /// Runs `f` as a call on the open file of `pid`'s `fd` (the file held for the
+    /// call, as fget does).
+    fn on_file<R>(&self, pid: Pid, fd: Fd, f: impl FnOnce() -> R) -> Result<R, i32> {
+        let fp = self.fd_fp(pid, fd).ok_or(EBADF)?;
+        let r = {
+            let _c = enter(Some(pid), Some(fp), false);
+            f()
+        };
+        let _c = enter(Some(pid), None, false);
+        self.drop_fp(fp);
+        Ok(r)
+    }
+
+    /// pread(2) of `len` bytes at `offset`: the bytes moved, or the errno.
+    pub fn read(&self, pid: Pid, fd: Fd, offset: i64, len: usize) -> Result<Vec<u8>, i32> {
+        let mut uio = SimUio {
+            offset,
+            resid: len,
+            buf: vec![0u8; len],
+        };
+        let r = self.on_file(pid, fd, || {
+            // SAFETY: d_read with a live uio.
+            unsafe { sys::ksyms_rs_read((&mut uio as *mut SimUio).cast()) }
+        })?;
+        if r != 0 {
+            return Err(r);
+        }
+        let moved = len - uio.resid;
+        assert_eq!(
+            uio.offset,
+            offset + moved as i64,
+            "uio offset not advanced by the bytes moved"
+        );
+        uio.buf.truncate(moved);
+        Ok(uio.buf)
+    }
+
+    /// Reads the whole file from offset 0 in `chunk`-byte reads, to EOF.
+    pub fn read_all(&self, pid: Pid, fd: Fd, chunk: usize) -> Result<Vec<u8>, i32> {
+        let mut out = Vec::new();
+        loop {
+            let b = self.read(pid, fd, out.len() as i64, chunk)?;
+            if b.is_empty() {
+                return Ok(out);
+            }
+            out.extend_from_slice(&b);
+        }
+    }
+
+    /// ioctl(2): the IOCPARM_LEN(cmd) bytes the device wrote, or the errno. Bytes
+    /// written past IOCPARM_LEN, or on failure, are violations.
+    pub fn ioctl(&self, pid: Pid, fd: Fd, cmd: u64) -> Result<Vec<u8>, i32> {
+        const CANARY: u8 = 0xa5;
+        let len = ((cmd >> 16) & 0x1fff) as usize;
+        // The kernel's buffer: IOCPARM_LEN bytes (at least a pointer's worth for
+        // argument-less commands), then a canary.
+        let area = len.max(8);
+        let mut buf = vec![CANARY; area + 64];
+        let r = self.on_file(pid, fd, || {
+            // SAFETY: d_ioctl with the kernel copy of the argument.
+            unsafe { sys::ksyms_rs_ioctl(cmd as c_ulong, buf.as_mut_ptr().cast()) }
+        })?;
+        if buf[area..].iter().any(|&b| b != CANARY) {
+            report(format!("ioctl {cmd:#x}: the device wrote past IOCPARM_LEN"));
+        }
+        if r != 0 {
+            if buf.iter().any(|&b| b != CANARY) {
+                report(format!(
+                    "ioctl {cmd:#x}: failed ({r}) but wrote the argument"
+                ));
+            }
+            return Err(r);
+        }
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// The 64-bit value of a KIOCGSIZE/KIOCGADDR (either width).
+    pub fn ioctl_u64(&self, pid: Pid, fd: Fd, cmd: u64) -> Result<u64, i32> {
+        let b = self.ioctl(pid, fd, cmd)?;
+        Ok(match b.len() {
+            4 => u64::from(u32::from_le_bytes(b[..4].try_into().unwrap())),
+            8 => u64::from_le_bytes(b[..8].try_into().unwrap()),
+            n => panic!("unexpected ioctl length {n}"),
+        })
+    }
+
+    /// The device's d_mmap_single alone: (offset as returned, object id).
+    pub fn mmap_single(
+        &self,
+        pid: Pid,
+        fd: Fd,
+        offset: u64,
+        size: u64,
+        prot: i32,
+    ) -> Result<(u64, u64), i32> {
+        let mut off = offset;
+        let mut obj: *mut sys::vm_object = std::ptr::null_mut();
+        let r = self.on_file(pid, fd, || {
+            // SAFETY: d_mmap_single with valid out pointers.
+            unsafe { sys::ksyms_rs_mmap_single(&mut off, size, &mut obj, prot) }
+        })?;
+        if r != 0 {
+            if !obj.is_null() {
+                report(format!("d_mmap_single failed ({r}) but returned an object"));
+            }
+            return Err(r);
+        }
+        let id = with(|w| w.obj(obj, "d_mmap_single result"));
+        match id {
+            Some(id) => Ok((off, id)),
+            None => Err(EINVAL),
+        }
+    }
+
+    /// mmap(2) of the device (vm_mmap_cdev): page-aligns, asks d_mmap_single, and on
+    /// success maps the object it returned (the mapping owns that reference).
+    pub fn mmap(&self, pid: Pid, fd: Fd, offset: u64, len: u64, prot: i32) -> Result<u64, i32> {
+        if len == 0 {
+            return Err(EINVAL);
+        }
+        let pageoff = offset & (PAGE - 1);
+        let foff = offset - pageoff;
+        let size = len
+            .checked_add(pageoff)
+            .and_then(round_page)
+            .ok_or(EINVAL)?;
+        let (off, obj) = self.mmap_single(pid, fd, foff, size, prot)?;
+        with(|w| {
+            let Some(addr) = w.place(pid, size) else {
+                w.release_obj(obj, "mmap failure");
+                return Err(ENOMEM);
+            };
+            if w.objects.get(&obj).is_some_and(|o| {
+                off.checked_add(size)
+                    .is_none_or(|e| e > o.data.len() as u64)
+            }) {
+                violation(
+                    w,
+                    format!("d_mmap_single: [{off}, +{size}) is past object {obj}"),
+                );
+            }
+            w.objects.get_mut(&obj).unwrap().mapped = true;
+            let m = Mapping {
+                addr,
+                len: size,
+                obj,
+                offset: off,
+                origin: Origin::Mmap,
+            };
+            w.procs.get_mut(&pid).unwrap().maps.insert(addr, m);
+            Ok(addr + pageoff)
+        })
+    }
+
+    /// munmap(2) of exactly one mapping at `addr` of `len` (rounded) bytes.
+    pub fn munmap(&self, pid: Pid, addr: u64, len: u64) -> bool {
+        with(|w| {
+            let len = round_page(len).unwrap_or(0);
+            let p = w.procs.get_mut(&pid).unwrap();
+            match p.maps.get(&addr) {
+                Some(m) if m.len == len => {
+                    let obj = m.obj;
+                    p.maps.remove(&addr);
+                    w.release_obj(obj, "munmap");
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// mmap(MAP_FIXED | MAP_ANON) of `len` bytes at `addr`, filled with `fill`.
+    pub fn map_anon(&self, pid: Pid, addr: u64, len: u64, fill: u8) -> bool {
+        with(|w| {
+            let len = round_page(len).unwrap();
+            let overlaps = w.procs[&pid]
+                .maps
+                .values()
+                .any(|m| m.addr < addr + len && addr < m.addr + m.len);
+            if overlaps {
+                return false;
+            }
+            let obj = w.new_obj(len, true);
+            let o = w.objects.get_mut(&obj).unwrap();
+            o.data.fill(fill);
+            o.mapped = true;
+            let m = Mapping {
+                addr,
+                len,
+                obj,
+                offset: 0,
+                origin: Origin::Anon,
+            };
+            w.procs.get_mut(&pid).unwrap().maps.insert(addr, m);
+            true
+        })
+    }
+
+    /// Reads `len` bytes of `pid`'s memory at `addr` (one mapping), None on a fault.
+    pub fn read_mem(&self, pid: Pid, addr: u64, len: usize) -> Option<Vec<u8>> {
+        with(|w| {
+            let p = w.procs.get(&pid)?;
+            let (_, m) = p.maps.range(..=addr).next_back()?;
+            let end = addr.checked_add(len as u64)?;
+            if end > m.addr + m.len {
+                return None;
+            }
+            let start = (m.offset + (addr - m.addr)) as usize;
+            let data = &w.objects.get(&m.obj)?.data;
+            data.get(start..start + len).map(<[u8]>::to_vec)
+        })
+    }
+
+    pub fn mappings(&self, pid: Pid) -> Vec<Mapping> {
+        with(|w| {
+            w.procs
+                .get(&pid)
+                .map(|p| p.maps.values().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The VM object id behind `pid`'s mapping at `addr`.
+    pub fn mapping_at(&self, pid: Pid, addr: u64) -> Option<Mapping> {
+        with(|w| w.procs.get(&pid)?.maps.get(&addr).cloned())
+    }
+
+    /// References to object `id` (0 once freed).
+    pub fn object_refs(&self, id: u64) -> u64 {
+        with(|w| w.objects.get(&id).map_or(0, |o| o.refs))
+    }
+
+    /// Live VM objects made through kpi_object_alloc (not the processes' anonymous
+    /// memory).
+    pub fn device_objects(&self) -> Vec<u64> {
+        with(|w| {
+            w.objects
+                .iter()
+                .filter(|(_, o)| !o.anon)
+                .map(|(&id, _)| id)
+                .collect()
+        })
+    }
+
+    // ---- conveniences ----
+
+    /// Opens, reads everything, closes: the snapshot bytes.
+    pub fn snapshot(&self, pid: Pid) -> Result<Vec<u8>, i32> {
+        let fd = self.open(pid, FREAD)?;
+        let r = self.read_all(pid, fd, 1 << 16);
+        self.close(pid, fd).unwrap();
+        r
+    }
+}
