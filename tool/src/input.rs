@@ -15,10 +15,8 @@ pub const DEVICE: &str = "/dev/ksyms";
 /// The loader tunable that sets the device's mode (kmod/ksyms_shim.c).
 pub const MODE_TUNABLE: &str = "debug.ksyms.mode";
 
-/// `_IOR('l', 1, size_t)` under FreeBSD's sys/ioccom.h encoding.
-pub const KIOCGSIZE: u64 = 0x4008_6c01;
-/// `_IOR('l', 2, void *)`.
-pub const KIOCGADDR: u64 = 0x4008_6c02;
+/// `_IOR('l', 1, size_t)` and `_IOR('l', 2, void *)`: the driver's own numbers.
+pub use ksyms::device::{KIOCGADDR, KIOCGSIZE};
 
 /// FreeBSD errno values the device returns at open (the same numbers on Linux).
 const EPERM: i32 = 1;
