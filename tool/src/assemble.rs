@@ -1,7 +1,9 @@
 //! `ksyms build`: a snapshot of ELF files on this machine, made by the engine.
 //!
 //! The first file plays the kernel: its symbols go in with their values as they
-//! are. The others play modules: a tiny "linker" places each one's allocated
+//! are, or, for a position-independent file (a shared object such as libc.so.6,
+//! or a PIE), moved to FreeBSD/amd64's kernel address [`KERNEL_BASE`] as if it
+//! had been loaded there. The others play modules: a tiny "linker" places each one's allocated
 //! sections at increasing addresses above the files before it, and reports a
 //! symbol's value as its section's address plus its offset (for a relocatable
 //! object, as FreeBSD's link_elf_obj.c does) or the load base plus its value (for
@@ -20,6 +22,12 @@ use std::path::Path;
 const SHT_DYNSYM: u32 = 11;
 const SHF_ALLOC: u64 = 0x2;
 const ET_REL: u16 = 1;
+const ET_DYN: u16 = 3;
+/// STT_TLS: a value that is an offset in the thread-local block, not an address.
+const STT_TLS: u8 = 6;
+/// Where a position-independent "kernel" is placed: KERNBASE + 2 MiB, where
+/// FreeBSD/amd64 links its kernel.
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8020_0000;
 /// Where module placement starts when the kernel file has no addresses.
 const MODULE_FLOOR: u64 = 0x100_0000;
 const MODULE_ALIGN: u64 = 0x1000;
@@ -113,7 +121,7 @@ pub fn read_input(path: &Path, kernel: bool, floor: u64) -> Result<ElfInput, Str
     let strings = range(&b, strsh.sh_offset, strsh.sh_size)
         .ok_or_else(|| format!("{}: string table past the end", path.display()))?
         .to_vec();
-    let syms: Vec<Elf64Sym> = symbytes
+    let mut syms: Vec<Elf64Sym> = symbytes
         .chunks_exact(SYM_SIZE)
         .filter_map(|c| read_sym(c, 0))
         .collect();
@@ -123,13 +131,25 @@ pub fn read_input(path: &Path, kernel: bool, floor: u64) -> Result<ElfInput, Str
     let base;
     let mut end;
     if kernel {
-        base = 0;
+        base = if eh.e_type == ET_DYN { KERNEL_BASE } else { 0 };
         end = shdrs
             .iter()
             .filter(|s| s.sh_flags & SHF_ALLOC != 0)
             .map(|s| s.sh_addr.saturating_add(s.sh_size))
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .checked_add(base)
+            .ok_or("address space exhausted")?;
+        if base != 0 {
+            for s in syms.iter_mut().filter(|s| {
+                s.st_shndx != SHN_UNDEF && s.st_shndx < SHN_LORESERVE && s.kind() != STT_TLS
+            }) {
+                s.st_value = s
+                    .st_value
+                    .checked_add(base)
+                    .ok_or("address space exhausted")?;
+            }
+        }
     } else if relocatable {
         // Allocated sections one after the other, each at its own alignment.
         base = align_up(floor, MODULE_ALIGN).ok_or("address space exhausted")?;

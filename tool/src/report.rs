@@ -355,14 +355,27 @@ impl AddrTable {
 }
 
 /// Parses an address the way ddb and lockstat users write them: hexadecimal,
-/// with or without `0x`.
+/// with or without `0x`, optionally plus or minus a hexadecimal offset
+/// (`0xffffffff80a1b2c0+0x10`).
 pub fn parse_addr(s: &str) -> Option<u64> {
     let t = s.trim();
+    if let Some(i) = t.rfind(['+', '-']).filter(|&i| i > 0) {
+        let (base, off) = (parse_hex(&t[..i])?, parse_hex(&t[i + 1..])?);
+        return if t.as_bytes()[i] == b'+' {
+            base.checked_add(off)
+        } else {
+            base.checked_sub(off)
+        };
+    }
+    parse_hex(t)
+}
+
+fn parse_hex(t: &str) -> Option<u64> {
     let digits = t
         .strip_prefix("0x")
         .or_else(|| t.strip_prefix("0X"))
         .unwrap_or(t);
-    if digits.is_empty() || digits.len() > 16 {
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(digits, 16).ok()
@@ -484,4 +497,35 @@ pub fn dump_json(snap: &Snapshot<'_>, source: &str) -> String {
     }
     out.push_str("\n  ]\n}\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{group, parse_addr};
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr("0x10"), Some(0x10));
+        assert_eq!(parse_addr("ffffffff80200000"), Some(0xffff_ffff_8020_0000));
+        assert_eq!(
+            parse_addr("0xffffffff80200000+0x10"),
+            Some(0xffff_ffff_8020_0010)
+        );
+        assert_eq!(parse_addr("0x100-8"), Some(0xf8));
+        assert_eq!(parse_addr("0xffffffffffffffff+1"), None);
+        assert_eq!(parse_addr("0x8-0x10"), None);
+        assert_eq!(parse_addr("kern_kldload"), None);
+        assert_eq!(parse_addr("+5"), None);
+        assert_eq!(parse_addr("0x"), None);
+        assert_eq!(parse_addr("0x1_0"), None);
+        assert_eq!(parse_addr("10000000000000000"), None);
+    }
+
+    #[test]
+    fn grouping() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
 }

@@ -77,7 +77,7 @@ fn build_a_snapshot_of_real_elf_files() {
     let kern = dir.join("kern");
     let module = dir.join("mod.o");
     run(Command::new("cc")
-        .args(["-O0", "-fno-inline", "-o"])
+        .args(["-O0", "-fno-inline", "-no-pie", "-o"])
         .arg(&kern)
         .arg(dir.join("kern.c")));
     run(Command::new("cc")
@@ -136,5 +136,25 @@ fn build_a_snapshot_of_real_elf_files() {
             .any(|l| l.split_whitespace().take(2).eq(["1", "mod.c"])),
         "{out}"
     );
+
+    // A position-independent "kernel" (a shared object) is placed at the kernel's
+    // address, as if loaded there.
+    let so = dir.join("kern.so");
+    run(Command::new("cc")
+        .args(["-O0", "-fno-inline", "-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(dir.join("kern.c")));
+    let snap2 = dir.join("snap2.ksyms");
+    run(Command::new(env!("CARGO_BIN_EXE_ksyms"))
+        .args(["build", "-o"])
+        .arg(&snap2)
+        .arg(&so)
+        .arg(&module));
+    let s = nm(&so);
+    assert_eq!(
+        find(&snap2, "kern_entry").0,
+        s["kern_entry"].0 + 0xffff_ffff_8020_0000
+    );
+    assert!(find(&snap2, "mod_first").0 > s["kern_entry"].0 + 0xffff_ffff_8020_0000);
     let _ = std::fs::remove_dir_all(&dir);
 }
