@@ -1693,7 +1693,14 @@ impl Sim {
         })
     }
 
-    /// The device's d_mmap_single alone: (offset as returned, object id).
+    /// Gives back a reference to VM object `id` (vm_object_deallocate), e.g. the one
+    /// [`Sim::mmap_single`] handed out when no mapping is made with it.
+    pub fn object_release(&self, id: u64) {
+        with(|w| w.release_obj(id, "object_release"))
+    }
+
+    /// The device's d_mmap_single alone: (offset as returned, object id). The caller
+    /// owns the returned reference ([`Sim::object_release`]).
     pub fn mmap_single(
         &self,
         pid: Pid,
