@@ -301,6 +301,7 @@ struct World {
     fault_hits: [u64; KINDS],
     hooks: Vec<(At, HookFn)>,
     walk_no: u64,
+    jitter: bool,
     violations: Vec<String>,
 }
 
@@ -518,8 +519,14 @@ fn run_hooks(hooks: Vec<HookFn>) {
 
 /// Counts a call of `kind`, runs the hooks due, and says whether to fail it.
 fn bump(kind: Kind) -> bool {
-    let (fail, hooks) = with(|w| w.bump(kind));
+    let (fail, hooks, jitter) = with(|w| {
+        let (fail, hooks) = w.bump(kind);
+        (fail, hooks, w.jitter)
+    });
     run_hooks(hooks);
+    if jitter {
+        std::thread::yield_now();
+    }
     fail
 }
 
@@ -1071,7 +1078,7 @@ static GATE: Mutex<()> = Mutex::new(());
 /// The booted kernel of one test; dropping it shuts down and checks accounting.
 pub struct Kernel {
     _gate: MutexGuard<'static, ()>,
-    watchdog: Option<std::sync::mpsc::Sender<()>>,
+    watchdog: Option<Watchdog>,
     done: bool,
 }
 
@@ -1087,7 +1094,33 @@ fn watchdog_secs() -> u64 {
     std::env::var("KSYMS_SIM_WATCHDOG")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+        .unwrap_or(120)
+}
+
+/// Aborts the test binary with `what` unless dropped within `limit`.
+pub struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+pub fn watchdog(limit: Duration, what: &str) -> Watchdog {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let what = what.to_string();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            fatal(&format!(
+                "watchdog: {what} not done after {limit:?} (deadlock?); kld_sx owner {:?}, ksyms_lock owner {:?}",
+                KLD.owner(),
+                KSYMS.owner()
+            ));
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Kernel {
@@ -1125,23 +1158,13 @@ impl Kernel {
             }));
         }
         *world() = Some(w);
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let secs = watchdog_secs();
-        std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                rx.recv_timeout(Duration::from_secs(secs))
-            {
-                fatal(&format!(
-                    "watchdog: test `{name}` still running after {secs} s (deadlock?); \
-                     kld_sx owner {:?}, ksyms_lock owner {:?}",
-                    KLD.owner(),
-                    KSYMS.owner()
-                ));
-            }
-        });
+        let dog = watchdog(
+            Duration::from_secs(watchdog_secs()),
+            &format!("test `{name}`"),
+        );
         Kernel {
             _gate: gate,
-            watchdog: Some(tx),
+            watchdog: Some(dog),
             done: false,
         }
     }
@@ -1184,9 +1207,7 @@ impl Kernel {
             // SAFETY: freed by the device, kept poisoned until now.
             unsafe { std::alloc::dealloc(q as *mut u8, l) };
         }
-        if let Some(tx) = self.watchdog.take() {
-            let _ = tx.send(());
-        }
+        self.watchdog = None;
         problems
     }
 
@@ -1289,6 +1310,11 @@ impl Sim {
 
     pub fn pending_hooks(&self) -> usize {
         with(|w| w.hooks.len())
+    }
+
+    /// Yield the CPU at every counted kpi call, to vary interleavings.
+    pub fn set_jitter(&self, on: bool) {
+        with(|w| w.jitter = on)
     }
 
     pub fn set_cache_enabled(&self, on: bool) {
@@ -1463,17 +1489,21 @@ impl Sim {
 
     /// exit(2): the process_exit event, then the descriptors, then the address space.
     pub fn exit(&self, pid: Pid) {
-        let fds = with(|w| {
+        with(|w| {
             let p = w.procs.get_mut(&pid).expect("exit of an unknown process");
             assert_eq!(p.state, PState::Alive, "exit of a dead process");
             p.state = PState::Exiting;
-            p.gone_gen = Some(p.vm_gen);
-            std::mem::take(&mut p.fds)
         });
         {
             let _c = enter(Some(pid), None, false);
             // SAFETY: the process_exit event handler, in the exiting process.
             unsafe { sys::ksyms_rs_proc_gone(encode(TAG_PROC, pid) as *mut sys::proc_) };
+            // From here on the device must not touch this address space.
+            let fds = with(|w| {
+                let p = w.procs.get_mut(&pid).unwrap();
+                p.gone_gen = Some(p.vm_gen);
+                std::mem::take(&mut p.fds)
+            });
             for fp in fds.into_values() {
                 self.drop_fp(fp);
             }
@@ -1488,9 +1518,8 @@ impl Sim {
     /// descriptors stay.
     pub fn exec(&self, pid: Pid) {
         with(|w| {
-            let p = w.procs.get_mut(&pid).expect("exec of an unknown process");
+            let p = w.procs.get(&pid).expect("exec of an unknown process");
             assert_eq!(p.state, PState::Alive);
-            p.gone_gen = Some(p.vm_gen);
         });
         {
             let _c = enter(Some(pid), None, false);
@@ -1498,6 +1527,8 @@ impl Sim {
             unsafe { sys::ksyms_rs_proc_gone(encode(TAG_PROC, pid) as *mut sys::proc_) };
         }
         with(|w| {
+            let p = w.procs.get_mut(&pid).unwrap();
+            p.gone_gen = Some(p.vm_gen);
             w.drop_maps(pid);
             w.new_vm(pid);
         });
