@@ -286,35 +286,35 @@ impl SnapshotLayout {
 /// Largest piece of a string table handed to the sink at once.
 pub const STRING_CHUNK: usize = 64 * 1024;
 
-/// A run of symbol-table entries being filled: the locals or the others.
-struct Run<'b> {
-    buf: &'b mut [Elf64Sym],
+/// A run of symbol-table entries being filled, in its own part of the scratch
+/// buffer: the locals, or the others.
+struct Run {
+    /// Where the run's part of the scratch buffer starts, and how many entries it has.
+    start: usize,
+    cap: usize,
+    /// Entries of that part filled and not yet handed to the sink.
     filled: usize,
-    /// Index in `.symtab` of `buf[0]`.
+    /// Index in `.symtab` of the first pending entry.
     next: u64,
     /// One past the last index this run may write.
     end: u64,
 }
 
-impl Run<'_> {
-    fn push(&mut self, sym: Elf64Sym, sink: &mut impl Sink) -> Result<()> {
-        if self.filled == self.buf.len() {
-            self.flush(sink)?;
-        }
-        let slot = self.buf.get_mut(self.filled).ok_or(Error::Invalid)?;
-        *slot = sym;
-        self.filled += 1;
-        Ok(())
-    }
-
-    fn flush(&mut self, sink: &mut impl Sink) -> Result<()> {
-        let pending = self.buf.get(..self.filled).ok_or(Error::Invalid)?;
+impl Run {
+    /// Hands the pending entries to the sink, at their place in `.symtab`.
+    fn flush(&mut self, scratch: &[Elf64Sym], sink: &mut impl Sink) -> Result<()> {
+        let stop = self.start.checked_add(self.filled).ok_or(Error::Invalid)?;
+        let pending = scratch.get(self.start..stop).ok_or(Error::Invalid)?;
         let after = add_len(self.next, pending.len())?;
         if after > self.end {
             // More symbols than the census counted.
             return Err(Error::Changed);
         }
-        let offset = self.next * SYM_SIZE + HEADER_SIZE;
+        let offset = self
+            .next
+            .checked_mul(SYM_SIZE)
+            .and_then(|o| o.checked_add(HEADER_SIZE))
+            .ok_or(Error::TooLarge)?;
         if !pending.is_empty() {
             sink.write_at(offset, as_bytes(pending))?;
         }
@@ -325,11 +325,15 @@ impl Run<'_> {
 }
 
 /// The second walk: emits the snapshot of the files it is given, in order.
+///
+/// After an error from [`Writer::add`], the attempt is over: drop the writer.
 pub struct Writer<'w, S: Sink> {
     layout: SnapshotLayout,
     sink: &'w mut S,
-    locals: Run<'w>,
-    globals: Run<'w>,
+    /// The locals' part, then the others' part.
+    scratch: &'w mut [Elf64Sym],
+    locals: Run,
+    globals: Run,
     /// Bytes of `.strtab` written so far: the rebase of the next file's names.
     strings: u64,
 }
@@ -348,19 +352,22 @@ impl<'w, S: Sink> Writer<'w, S> {
             return Err(Error::Invalid);
         }
         let half = scratch.len() / 2;
-        let (lbuf, gbuf) = scratch.split_at_mut(half);
+        let rest = scratch.len().saturating_sub(half);
         sink.write_at(0, as_bytes(core::slice::from_ref(&layout.header(target))))?;
         Ok(Writer {
             layout,
             sink,
+            scratch,
             locals: Run {
-                buf: lbuf,
+                start: 0,
+                cap: half,
                 filled: 0,
                 next: 0,
                 end: layout.locals,
             },
             globals: Run {
-                buf: gbuf,
+                start: half,
+                cap: rest,
                 filled: 0,
                 next: layout.locals,
                 end: layout.symbols,
@@ -384,46 +391,116 @@ impl<'w, S: Sink> Writer<'w, S> {
         if !symbols.is_empty() && strings.last() != Some(&0) {
             return Err(Error::BadLinkerFile);
         }
+        // end <= string_bytes <= u32::MAX (SnapshotLayout::new): every rebased name
+        // fits an st_name.
+        let base32 = u32::try_from(base).map_err(|_| Error::TooLarge)?;
+        let strsz32 = u32::try_from(strsz).map_err(|_| Error::TooLarge)?;
         let module = !file.is_kernel();
-        for (index, sym) in symbols.iter().enumerate() {
-            if u64::from(sym.st_name) >= strsz {
-                return Err(Error::BadLinkerFile);
-            }
-            let mut out = *sym;
-            // base + st_name < end <= string_bytes <= u32::MAX (SnapshotLayout::new).
-            out.st_name =
-                u32::try_from(base + u64::from(sym.st_name)).map_err(|_| Error::TooLarge)?;
-            if module {
-                if let Some(value) = file.symbol_value(index, sym) {
-                    out.st_value = value;
-                }
-            }
-            if out.st_shndx != SHN_UNDEF {
-                out.st_shndx = SHN_ABS;
-            }
-            if sym.is_local() {
-                if self.locals.next == 0 && self.locals.filled == 0 && out != Elf64Sym::default() {
-                    // Entry 0 of a symbol table must be the null symbol.
+        if self.locals.next == 0 && self.locals.filled == 0 {
+            // The first local written is entry 0 of the symbol table, which must be the
+            // null symbol, also after the fix-ups.
+            let mut locals = symbols.iter().enumerate().filter(|(_, s)| s.is_local());
+            if let Some((index, first)) = locals.next() {
+                let resolved = module && file.symbol_value(index, first).is_some_and(|v| v != 0);
+                if *first != Elf64Sym::default() || base != 0 || resolved {
                     return Err(Error::BadLinkerFile);
                 }
-                self.locals.push(out, self.sink)?;
-            } else {
-                self.globals.push(out, self.sink)?;
             }
         }
-        for (i, chunk) in strings.chunks(STRING_CHUNK).enumerate() {
-            let at = base + (i * STRING_CHUNK) as u64;
-            self.sink.write_at(self.layout.strtab_offset + at, chunk)?;
+        // One loop per kind of file, so the kernel's has no resolver call in it.
+        if module {
+            self.add_symbols::<_, true>(file, symbols, base32, strsz32)?;
+        } else {
+            self.add_symbols::<_, false>(file, symbols, base32, strsz32)?;
+        }
+        let mut at = self
+            .layout
+            .strtab_offset
+            .checked_add(base)
+            .ok_or(Error::TooLarge)?;
+        for chunk in strings.chunks(STRING_CHUNK) {
+            self.sink.write_at(at, chunk)?;
+            at = add_len(at, chunk.len())?;
         }
         self.strings = end;
+        Ok(())
+    }
+
+    /// Fixes up `symbols`, whose names are `base` bytes into `.strtab` and must lie
+    /// in a table of `strsz` bytes, into the two runs.
+    #[inline(always)]
+    fn add_symbols<F: LinkerFile, const MODULE: bool>(
+        &mut self,
+        file: &F,
+        symbols: &[Elf64Sym],
+        base: u32,
+        strsz: u32,
+    ) -> Result<()> {
+        // Symbols go in chunks that fit the room left in both runs, so the loop over
+        // a chunk needs no check for a full run. The fill positions live in
+        // registers, and each symbol goes to its run's part of the scratch buffer
+        // without a branch on its binding, since bindings may come in any order.
+        let lcap = self.locals.cap;
+        let gstart = self.globals.start;
+        let gend = gstart.checked_add(self.globals.cap).ok_or(Error::Invalid)?;
+        // A run with less room than this is flushed early, so chunks stay long
+        // while symbols keep going to the other run.
+        let low = |cap: usize| (cap / 4).max(1);
+        let (llow, glow) = (low(lcap), low(self.globals.cap));
+        let mut li = self.locals.filled;
+        let mut gi = gstart
+            .checked_add(self.globals.filled)
+            .ok_or(Error::Invalid)?;
+        let mut done = 0usize;
+        while let Some(rest) = symbols.get(done..).filter(|r| !r.is_empty()) {
+            if lcap.saturating_sub(li) < llow {
+                self.locals.filled = li;
+                self.locals.flush(self.scratch, self.sink)?;
+                li = 0;
+            }
+            if gend.saturating_sub(gi) < glow {
+                self.globals.filled = gi.checked_sub(gstart).ok_or(Error::Invalid)?;
+                self.globals.flush(self.scratch, self.sink)?;
+                gi = gstart;
+            }
+            // At least one entry: both runs have at least `low` >= 1 free now.
+            let room = lcap.saturating_sub(li).min(gend.saturating_sub(gi));
+            let chunk = rest.get(..room.min(rest.len())).ok_or(Error::Invalid)?;
+            for (k, sym) in chunk.iter().enumerate() {
+                if sym.st_name >= strsz {
+                    return Err(Error::BadLinkerFile);
+                }
+                let mut out = *sym;
+                if MODULE {
+                    let index = done.checked_add(k).ok_or(Error::Invalid)?;
+                    if let Some(value) = file.symbol_value(index, sym) {
+                        out.st_value = value;
+                    }
+                }
+                out.st_name = base.checked_add(sym.st_name).ok_or(Error::TooLarge)?;
+                out.st_shndx = if sym.st_shndx == SHN_UNDEF {
+                    SHN_UNDEF
+                } else {
+                    SHN_ABS
+                };
+                let local = sym.is_local();
+                let slot = if local { li } else { gi };
+                *self.scratch.get_mut(slot).ok_or(Error::Invalid)? = out;
+                li = li.checked_add(usize::from(local)).ok_or(Error::Invalid)?;
+                gi = gi.checked_add(usize::from(!local)).ok_or(Error::Invalid)?;
+            }
+            done = done.checked_add(chunk.len()).ok_or(Error::Invalid)?;
+        }
+        self.locals.filled = li;
+        self.globals.filled = gi.checked_sub(gstart).ok_or(Error::Invalid)?;
         Ok(())
     }
 
     /// Flushes what is pending and checks that the file came out exactly as laid
     /// out: every symbol and string byte the census counted was written.
     pub fn finish(mut self) -> Result<SnapshotLayout> {
-        self.locals.flush(self.sink)?;
-        self.globals.flush(self.sink)?;
+        self.locals.flush(self.scratch, self.sink)?;
+        self.globals.flush(self.scratch, self.sink)?;
         if self.locals.next != self.locals.end
             || self.globals.next != self.globals.end
             || self.strings != self.layout.string_bytes
