@@ -351,6 +351,11 @@ impl<'w, S: Sink> Writer<'w, S> {
         if scratch.len() < 2 {
             return Err(Error::Invalid);
         }
+        if layout.symbols > 0 && layout.locals == 0 {
+            // Every symbol table starts with its null symbol, a local: without any
+            // local, entry 0 of the snapshot would be some global symbol.
+            return Err(Error::BadLinkerFile);
+        }
         let half = scratch.len() / 2;
         let rest = scratch.len().saturating_sub(half);
         sink.write_at(0, as_bytes(core::slice::from_ref(&layout.header(target))))?;

@@ -516,6 +516,24 @@ fn first_symbol_must_be_null() {
     assert_eq!(build_with(&files, 100), Err(Error::BadLinkerFile));
 }
 
+/// Without a single local, no file brought its null symbol: entry 0 would be a
+/// global. Such a set is refused before anything is written.
+#[test]
+fn symbols_without_any_local_are_refused() {
+    let files = vec![MemFile {
+        name: "kernel without its null symbol".into(),
+        syms: vec![named(1), named(5)],
+        strs: b"\0foo\0bar\0".to_vec(),
+        resolve: Resolve::Kernel,
+    }];
+    let layout = snapshot::census(&files).unwrap().layout().unwrap();
+    let mut sink = CoverageSink::new(layout.size());
+    let mut scratch = [Elf64Sym::default(); 8];
+    let r = snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink, &mut scratch);
+    assert_eq!(r, Err(Error::BadLinkerFile));
+    assert_eq!(sink.writes, 0, "a refused set must not reach the sink");
+}
+
 #[test]
 fn layouts_that_overflow_are_too_large() {
     let max_size = i64::MAX as u64;
