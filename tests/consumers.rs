@@ -49,12 +49,16 @@ fn tool(prog: &str, args: &[&str], file: &Path) -> (bool, String, String) {
     )
 }
 
-/// Lines of a reader's output that complain.
+/// Lines of a reader's output that complain ("warning", "Warning", "error",
+/// "Error": binutils prints "readelf: Warning: ..." and "readelf: Error: ...").
 fn complaints(stdout: &str, stderr: &str) -> Vec<String> {
     stdout
         .lines()
         .chain(stderr.lines())
-        .filter(|l| l.contains("warning") || l.contains("Warning") || l.contains("error"))
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("warning") || l.contains("error")
+        })
         .map(str::to_string)
         .collect()
 }
@@ -85,6 +89,11 @@ fn seed_shndx(b: &mut [u8]) {
     }
 }
 
+/// `.symtab`'s sh_link naming a section that does not exist.
+fn bad_link(b: &mut [u8]) {
+    b[176 + 64 + 40..176 + 64 + 44].copy_from_slice(&7u32.to_le_bytes());
+}
+
 #[test]
 fn readelf_reads_it_without_complaint() {
     let (ok, out, err) = tool("readelf", &["-a", "-W"], snapshot_file());
@@ -97,6 +106,13 @@ fn readelf_reads_it_without_complaint() {
         out.contains(&format!("Symbol table '.symtab' contains {n} entries")),
         "{out}"
     );
+    // The check can fail: a bad sh_link draws warnings.
+    let (_, out, err) = tool(
+        "readelf",
+        &["-a", "-W"],
+        &broken_copy("link1.elf", bad_link),
+    );
+    assert!(!complaints(&out, &err).is_empty(), "{err}");
 }
 
 #[test]
@@ -110,6 +126,9 @@ fn eu_readelf_reads_it_without_complaint() {
         out.contains(&format!("Symbol table [ 1] '.symtab' contains {n} entries")),
         "{out}"
     );
+    // The check can fail: eu-readelf reports a bad sh_link on stderr.
+    let (_, _, err) = tool("eu-readelf", &["-a"], &broken_copy("link2.elf", bad_link));
+    assert!(err.contains("invalid sh_link"), "{err}");
 }
 
 /// The messages eu-elflint may print about a snapshot, and only these:
