@@ -1308,6 +1308,12 @@ impl Sim {
         })
     }
 
+    /// Drops the hooks that did not run.
+    pub fn clear_hooks(&self) {
+        let old = with(|w| std::mem::take(&mut w.hooks));
+        drop(old);
+    }
+
     pub fn pending_hooks(&self) -> usize {
         with(|w| w.hooks.len())
     }
@@ -1371,8 +1377,11 @@ impl Sim {
             w.files.push(Arc::new(Loaded { id, serial, file }));
             id
         });
-        // SAFETY: the kld_load event handler, linker lock held.
-        unsafe { sys::ksyms_rs_kld_changed() };
+        // The shim's event handlers exist while the module is loaded.
+        if with(|w| w.device_loaded) {
+            // SAFETY: the kld_load event handler, linker lock held.
+            unsafe { sys::ksyms_rs_kld_changed() };
+        }
         if take {
             KLD.unlock();
         }
@@ -1389,11 +1398,16 @@ impl Sim {
         }
         let present = id != 1 && with(|w| w.files.iter().any(|f| f.id == id));
         if present {
-            // SAFETY: the kld_unload_try event handler, linker lock held.
-            unsafe { sys::ksyms_rs_kld_changed() };
+            let events = with(|w| w.device_loaded);
+            if events {
+                // SAFETY: the kld_unload_try event handler, linker lock held.
+                unsafe { sys::ksyms_rs_kld_changed() };
+            }
             with(|w| w.files.retain(|f| f.id != id));
-            // SAFETY: the kld_unload event handler.
-            unsafe { sys::ksyms_rs_kld_changed() };
+            if events {
+                // SAFETY: the kld_unload event handler.
+                unsafe { sys::ksyms_rs_kld_changed() };
+            }
         }
         if take {
             KLD.unlock();
