@@ -805,12 +805,14 @@ pub extern "C" fn kpi_object_write(
     })
 }
 
-/// A simulated `struct uio` for a read: offset, residual count, destination buffer.
+/// A simulated `struct uio` for a read: offset, residual count, and the caller's
+/// buffer of `len` bytes (the "user" destination, filled from the start).
 #[repr(C)]
 pub struct SimUio {
     pub offset: i64,
     pub resid: usize,
-    pub buf: Vec<u8>,
+    pub dst: *mut u8,
+    pub len: usize,
 }
 
 #[no_mangle]
@@ -847,9 +849,10 @@ pub extern "C" fn kpi_object_read(
             return 0;
         }
         let n = (obj_size - off).min(uio.resid as u64) as usize;
-        let done = uio.buf.len() - uio.resid;
+        let done = uio.len - uio.resid;
         let src = &w.objects.get(&id).unwrap().data[off as usize..off as usize + n];
-        uio.buf[done..done + n].copy_from_slice(src);
+        // SAFETY: dst is the caller's buffer of len bytes, and done + n <= len.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), uio.dst.add(done), n) };
         uio.resid -= n;
         uio.offset += n as i64;
         0
@@ -1666,26 +1669,34 @@ impl Sim {
 
     /// pread(2) of `len` bytes at `offset`: the bytes moved, or the errno.
     pub fn read(&self, pid: Pid, fd: Fd, offset: i64, len: usize) -> Result<Vec<u8>, i32> {
+        let mut buf = vec![0u8; len];
+        let moved = self.read_into(pid, fd, offset, &mut buf)?;
+        buf.truncate(moved);
+        Ok(buf)
+    }
+
+    /// pread(2) into `buf`: the number of bytes moved, or the errno.
+    pub fn read_into(&self, pid: Pid, fd: Fd, offset: i64, buf: &mut [u8]) -> Result<usize, i32> {
         let mut uio = SimUio {
             offset,
-            resid: len,
-            buf: vec![0u8; len],
+            resid: buf.len(),
+            dst: buf.as_mut_ptr(),
+            len: buf.len(),
         };
         let r = self.on_file(pid, fd, || {
-            // SAFETY: d_read with a live uio.
+            // SAFETY: d_read with a live uio over a live buffer.
             unsafe { sys::ksyms_rs_read((&mut uio as *mut SimUio).cast()) }
         })?;
         if r != 0 {
             return Err(r);
         }
-        let moved = len - uio.resid;
+        let moved = buf.len() - uio.resid;
         assert_eq!(
             uio.offset,
             offset + moved as i64,
             "uio offset not advanced by the bytes moved"
         );
-        uio.buf.truncate(moved);
-        Ok(uio.buf)
+        Ok(moved)
     }
 
     /// Reads the whole file from offset 0 in `chunk`-byte reads, to EOF.
