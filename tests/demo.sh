@@ -4,12 +4,13 @@
 # The demo of `make` on Linux: a /dev/ksyms snapshot of a simulated kernel made
 # of ELF files on this machine, then what the ksyms tool says about it.
 #
-#   kernel   the C library (libc.so.6), placed at FreeBSD/amd64's kernel address
-#   modules  tests/demo/*.c, compiled here to relocatable objects, loaded above it
+#   kernel   the C library (libc.so.6), its symbols at the values in the file
+#   modules  tests/demo/*.c, compiled here to relocatable objects and "loaded"
+#            by the simulated kernel linker
 #
-# With examples/simulate.rs present, the snapshot is read through the driver's
-# real entry points (open, KIOCGSIZE, read) in the simulated kernel; otherwise
-# `ksyms build` writes it with the same engine directly.
+# examples/simulate.rs boots the simulated kernel of the tests (tests/sim) with
+# these files and reads /dev/ksyms through the driver's real entry points (open,
+# read, KIOCGSIZE, close); `ksyms` then summarises, checks, searches and resolves.
 #
 # Needs: cc, cargo (the pinned toolchain). Output: target/demo/.
 set -eu
@@ -48,14 +49,9 @@ SNAP="$OUT/ksyms.snapshot"
 "$CARGO" build --quiet -p ksyms-tool
 KSYMS=target/debug/ksyms
 
-echo "==> snapshot of $KERNEL (the kernel) and$MODULES (modules)"
-if [ -f examples/simulate.rs ]; then
-	# shellcheck disable=SC2086
-	"$CARGO" run --quiet --example simulate -- -o "$SNAP" "$KERNEL" $MODULES
-else
-	# shellcheck disable=SC2086
-	"$KSYMS" build -o "$SNAP" "$KERNEL" $MODULES
-fi
+echo "==> simulated kernel: $KERNEL (the kernel) and$MODULES (modules)"
+# shellcheck disable=SC2086
+"$CARGO" run --quiet --example simulate -- -o "$SNAP" "$KERNEL" $MODULES
 
 echo
 echo "==> ksyms -f $SNAP summary"

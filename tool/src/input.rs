@@ -44,7 +44,8 @@ pub fn describe(path: &Path, e: &io::Error) -> String {
         }
         (io::ErrorKind::PermissionDenied, _) if dev => format!(
             "{p}: permission denied: the device is mode 0400, owner root: run as root \
-             (or set the loader tunable {MODE_TUNABLE}, e.g. {MODE_TUNABLE}=0440 with a group)"
+             (or relax the mode with the loader tunable {MODE_TUNABLE}: \
+             \"0440\" for group wheel, \"0444\" for everyone)"
         ),
         (io::ErrorKind::PermissionDenied, _) => format!("{p}: permission denied"),
         (_, Some(EBUSY)) if dev => {

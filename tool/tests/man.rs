@@ -79,6 +79,12 @@ fn pages_agree_with_the_code() {
     let tool = std::fs::read_to_string(repo().join("man/ksyms.8")).unwrap();
     // The tunable the tool's message names is the one the driver's page documents.
     assert!(dev.contains(ksyms_tool::input::MODE_TUNABLE));
+    // ... and the one the shim fetches.
+    let shim = std::fs::read_to_string(repo().join("kmod/ksyms_shim.c")).unwrap();
+    assert!(shim.contains(&format!(
+        "TUNABLE_INT_FETCH(\"{}\"",
+        ksyms_tool::input::MODE_TUNABLE
+    )));
     // The layout numbers of the page are the engine's.
     use ksyms::snapshot::HEADER_SIZE;
     assert!(dev.contains(&format!("At offset {HEADER_SIZE}:")));
