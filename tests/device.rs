@@ -132,6 +132,12 @@ fn second_open_by_the_same_process_is_busy_until_close() {
     let before = k.accounting();
     assert_eq!(k.open(p, FREAD), Err(EBUSY));
     assert_eq!(k.accounting(), before, "a refused open left something");
+    // Refused before any work: with the cache invalidated, no linker walk.
+    let id = k.kld_load(module(3));
+    let walks = k.walks();
+    assert_eq!(k.open(p, FREAD), Err(EBUSY));
+    assert_eq!(k.walks(), walks, "a refused open built a snapshot");
+    assert!(k.kld_unload(id));
     // Another process is not limited by p's open.
     let fq = k.open(q, FREAD).unwrap();
     k.close(p, fd).unwrap();

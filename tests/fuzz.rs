@@ -445,7 +445,21 @@ fn sequence(seed: u64, ops: usize) {
                 };
                 let fflags = [FREAD, FREAD, FREAD, FWRITE, FREAD | FWRITE][rng.below(5) as usize];
                 let files = k.files();
+                let autos = |k: &Kernel| {
+                    k.mappings(p)
+                        .iter()
+                        .filter(|x| x.origin == Origin::Auto)
+                        .count()
+                };
+                let autos_before = autos(&k);
                 let got = k.open(p, fflags);
+                if got.is_err() {
+                    assert_eq!(
+                        autos(&k),
+                        autos_before,
+                        "{ctx}: a failed open left a mapping"
+                    );
+                }
                 let hit = Kind::FAULTABLE
                     .iter()
                     .copied()

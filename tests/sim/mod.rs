@@ -205,7 +205,10 @@ static KLD: SimLock = SimLock::new("kld_sx");
 static KSYMS: SimLock = SimLock::new("ksyms_lock");
 
 fn fatal(msg: &str) -> ! {
-    eprintln!("\nsimulated kernel panic: {msg}");
+    // Straight to the file descriptor: the test harness's output capture would lose
+    // an eprintln! when the process aborts.
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("\nsimulated kernel panic: {msg}\n").as_bytes());
     std::process::abort();
 }
 
