@@ -494,7 +494,7 @@ thread_local! {
     static WALK: std::cell::RefCell<Vec<Arc<Loaded>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-struct CtxGuard(Ctx);
+struct CtxGuard(Ctx, NoUnwind);
 
 impl Drop for CtxGuard {
     fn drop(&mut self) {
@@ -502,12 +502,49 @@ impl Drop for CtxGuard {
     }
 }
 
+/// Sets the thread's context for a call into the device (restored on drop).
 fn enter(pid: Option<Pid>, fp: Option<u64>, opening: bool) -> CtxGuard {
     CTX.with(|c| {
         let old = c.get();
         c.set(Ctx { pid, fp, opening });
-        CtxGuard(old)
+        CtxGuard(old, NoUnwind::new())
     })
+}
+
+thread_local! {
+    static NO_UNWIND: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks code a panic cannot unwind out of (kpi services and device entry points are
+/// `extern "C"`): a panic there aborts the process, and the harness's captured
+/// output with it, so the panic hook writes such a panic straight to stderr.
+struct NoUnwind;
+
+impl NoUnwind {
+    fn new() -> NoUnwind {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let prev = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if NO_UNWIND.with(|d| d.get()) > 0 {
+                    use std::io::Write;
+                    let _ = std::io::stderr().write_all(
+                        format!("\nsimulated kernel: panic that cannot unwind (in a kpi service or a device call): {info}\n")
+                            .as_bytes(),
+                    );
+                }
+                prev(info);
+            }));
+        });
+        NO_UNWIND.with(|d| d.set(d.get() + 1));
+        NoUnwind
+    }
+}
+
+impl Drop for NoUnwind {
+    fn drop(&mut self) {
+        NO_UNWIND.with(|d| d.set(d.get().saturating_sub(1)));
+    }
 }
 
 fn ctx() -> Ctx {
@@ -539,6 +576,7 @@ fn bump(kind: Kind) -> bool {
 
 #[no_mangle]
 pub extern "C" fn kpi_malloc(size: usize) -> *mut c_void {
+    let _nu = NoUnwind::new();
     if bump(Kind::Malloc) {
         return std::ptr::null_mut();
     }
@@ -559,6 +597,7 @@ pub extern "C" fn kpi_malloc(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub extern "C" fn kpi_free(p: *mut c_void) {
+    let _nu = NoUnwind::new();
     bump(Kind::Free);
     if p.is_null() {
         return;
@@ -593,12 +632,14 @@ pub extern "C" fn kpi_free(p: *mut c_void) {
 
 #[no_mangle]
 pub extern "C" fn kpi_lock() {
+    let _nu = NoUnwind::new();
     bump(Kind::Lock);
     KSYMS.lock();
 }
 
 #[no_mangle]
 pub extern "C" fn kpi_unlock() {
+    let _nu = NoUnwind::new();
     if !KSYMS.unlock() {
         report("kpi_unlock by a thread that does not hold ksyms_lock".into());
     }
@@ -606,6 +647,7 @@ pub extern "C" fn kpi_unlock() {
 
 #[no_mangle]
 pub extern "C" fn kpi_linker_foreach(cb: sys::kpi_linker_cb, ctx_: *mut c_void) -> c_int {
+    let _nu = NoUnwind::new();
     bump(Kind::LinkerForeach);
     let walk_no = with(|w| {
         w.walk_no += 1;
@@ -662,11 +704,13 @@ fn walking(lf: *mut sys::linker_file, what: &str) -> Option<Arc<Loaded>> {
 
 #[no_mangle]
 pub extern "C" fn kpi_lf_id(lf: *mut sys::linker_file) -> c_int {
+    let _nu = NoUnwind::new();
     walking(lf, "kpi_lf_id").map_or(-1, |f| f.id)
 }
 
 #[no_mangle]
 pub extern "C" fn kpi_symtab_get(lf: *mut sys::linker_file, symtab: *mut *const c_void) -> c_long {
+    let _nu = NoUnwind::new();
     let Some(f) = walking(lf, "kpi_symtab_get") else {
         return 0;
     };
@@ -688,6 +732,7 @@ pub extern "C" fn kpi_symtab_get(lf: *mut sys::linker_file, symtab: *mut *const 
 
 #[no_mangle]
 pub extern "C" fn kpi_strtab_get(lf: *mut sys::linker_file, strtab: *mut *const c_char) -> c_long {
+    let _nu = NoUnwind::new();
     let Some(f) = walking(lf, "kpi_strtab_get") else {
         return 0;
     };
@@ -712,6 +757,7 @@ pub extern "C" fn kpi_symbol_value(
     sym: *const c_void,
     value: *mut u64,
 ) -> c_int {
+    let _nu = NoUnwind::new();
     bump(Kind::SymbolValue);
     let Some(f) = walking(lf, "kpi_symbol_value") else {
         return EINVAL;
@@ -744,6 +790,7 @@ pub extern "C" fn kpi_symbol_value(
 
 #[no_mangle]
 pub extern "C" fn kpi_object_alloc(size: u64) -> *mut sys::vm_object {
+    let _nu = NoUnwind::new();
     if bump(Kind::ObjectAlloc) || size > MAX_OBJECT {
         return std::ptr::null_mut();
     }
@@ -753,6 +800,7 @@ pub extern "C" fn kpi_object_alloc(size: u64) -> *mut sys::vm_object {
 
 #[no_mangle]
 pub extern "C" fn kpi_object_ref(obj: *mut sys::vm_object) {
+    let _nu = NoUnwind::new();
     with(|w| {
         if let Some(id) = w.obj(obj, "kpi_object_ref") {
             w.objects.get_mut(&id).unwrap().refs += 1;
@@ -762,6 +810,7 @@ pub extern "C" fn kpi_object_ref(obj: *mut sys::vm_object) {
 
 #[no_mangle]
 pub extern "C" fn kpi_object_release(obj: *mut sys::vm_object) {
+    let _nu = NoUnwind::new();
     with(|w| {
         if let Some(id) = w.obj(obj, "kpi_object_release") {
             w.release_obj(id, "kpi_object_release");
@@ -777,6 +826,7 @@ pub extern "C" fn kpi_object_write(
     buf: *const c_void,
     len: usize,
 ) -> c_int {
+    let _nu = NoUnwind::new();
     if bump(Kind::ObjectWrite) {
         return EFAULT;
     }
@@ -824,6 +874,7 @@ pub extern "C" fn kpi_object_read(
     obj_size: u64,
     uio: *mut sys::uio,
 ) -> c_int {
+    let _nu = NoUnwind::new();
     if bump(Kind::ObjectRead) {
         return EFAULT;
     }
@@ -864,6 +915,7 @@ pub extern "C" fn kpi_object_read(
 
 #[no_mangle]
 pub extern "C" fn kpi_uio_offset(uio: *mut sys::uio) -> i64 {
+    let _nu = NoUnwind::new();
     if uio.is_null() {
         report("kpi_uio_offset with a NULL uio".into());
         return 0;
@@ -874,6 +926,7 @@ pub extern "C" fn kpi_uio_offset(uio: *mut sys::uio) -> i64 {
 
 #[no_mangle]
 pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
+    let _nu = NoUnwind::new();
     match ctx().pid {
         Some(pid) => encode(TAG_PROC, pid) as *mut sys::proc_,
         None => {
@@ -885,6 +938,7 @@ pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
 
 #[no_mangle]
 pub extern "C" fn kpi_curproc_is32() -> c_int {
+    let _nu = NoUnwind::new();
     let Some(pid) = ctx().pid else {
         report("kpi_curproc_is32 outside a process context".into());
         return 0;
@@ -894,6 +948,7 @@ pub extern "C" fn kpi_curproc_is32() -> c_int {
 
 #[no_mangle]
 pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mut u64) -> c_int {
+    let _nu = NoUnwind::new();
     if bump(Kind::MapObject) {
         return ENOMEM;
     }
@@ -945,6 +1000,7 @@ pub extern "C" fn kpi_unmap_object(
     size: u64,
     obj: *mut sys::vm_object,
 ) {
+    let _nu = NoUnwind::new();
     bump(Kind::UnmapObject);
     if !KSYMS.held_by_me() {
         report("kpi_unmap_object without ksyms_lock held".into());
@@ -983,6 +1039,7 @@ pub extern "C" fn kpi_unmap_object(
 
 #[no_mangle]
 pub extern "C" fn kpi_set_cdevpriv(priv_: *mut c_void) -> c_int {
+    let _nu = NoUnwind::new();
     if bump(Kind::SetCdevpriv) {
         return EBUSY;
     }
@@ -1003,6 +1060,7 @@ pub extern "C" fn kpi_set_cdevpriv(priv_: *mut c_void) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
+    let _nu = NoUnwind::new();
     bump(Kind::GetCdevpriv);
     let c = ctx();
     with(|w| {
@@ -1023,11 +1081,13 @@ pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn kpi_cache_enabled() -> c_int {
+    let _nu = NoUnwind::new();
     with(|w| c_int::from(w.cache_enabled))
 }
 
 #[no_mangle]
 pub extern "C" fn kpi_panic(msg: *const c_char, len: usize) -> ! {
+    let _nu = NoUnwind::new();
     let text = if msg.is_null() {
         String::new()
     } else {
@@ -1134,8 +1194,11 @@ impl Kernel {
     /// no kld events), then MOD_LOAD (`ksyms_rs_load`, which must succeed).
     pub fn boot(kernel: SimFile, modules: Vec<SimFile>) -> Kernel {
         let k = Kernel::boot_quiet(kernel, modules);
-        // SAFETY: MOD_LOAD, as the shim calls it.
-        let r = unsafe { sys::ksyms_rs_load() };
+        let r = {
+            let _c = enter(None, None, false);
+            // SAFETY: MOD_LOAD, as the shim calls it.
+            unsafe { sys::ksyms_rs_load() }
+        };
         assert_eq!(r, 0, "ksyms_rs_load");
         with(|w| w.device_loaded = true);
         k
