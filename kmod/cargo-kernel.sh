@@ -127,10 +127,11 @@ build() {
 	    $7 != "UND" && $5 != "LOCAL" && $8 ~ /^(memcpy|memset|memmove|memcmp|bcmp|strlen)$/ { print m }' |
 	    sort -u)
 	if [ -n "$memmembers" ]; then
-		# GNU ar's LTO plugin complains about every bitcode-free member it
-		# cannot read: keep its chatter for when ar fails.
+		# GNU ar's LTO plugin (an older LLVM than rustc's) complains, on
+		# stdout, about every member it cannot read: keep its chatter for
+		# when ar fails.
 		# shellcheck disable=SC2086 # a list of member names
-		"$AR" d "$OUT/libksyms.a.tmp" $memmembers 2>"$OUT/ar.log" ||
+		"$AR" d "$OUT/libksyms.a.tmp" $memmembers >"$OUT/ar.log" 2>&1 ||
 		    { cat "$OUT/ar.log" >&2; die "$AR d failed"; }
 	fi
 	mv "$OUT/libksyms.a.tmp" "$OUT/libksyms.a"
@@ -140,8 +141,10 @@ build() {
 		roots="$roots -u $s"
 	done
 	[ -n "$roots" ] || die "no ksyms_rs_* entry point found in $HEADER"
+	# -m: with only an archive as input, ld.lld (FreeBSD's ld) cannot guess the
+	# target.
 	# shellcheck disable=SC2086 # $roots is a list of words
-	"$LD" -r $roots -o "$OUT/ksyms_rs.o.tmp" "$OUT/libksyms.a"
+	"$LD" -m elf_x86_64 -r $roots -o "$OUT/ksyms_rs.o.tmp" "$OUT/libksyms.a"
 	mv "$OUT/ksyms_rs.o.tmp" "$OUT/ksyms_rs.o"
 	echo "cargo-kernel.sh: $OUT/libksyms.a $(wc -c <"$OUT/libksyms.a" | tr -d ' ') bytes;" \
 	    "$OUT/ksyms_rs.o text $(text_size "$OUT/ksyms_rs.o") bytes"
