@@ -16,7 +16,9 @@
  * Lock order: the kernel linker's kld_sx, then ksyms_lock (kpi_lock), then VM
  * map and object locks. kpi_linker_foreach takes kld_sx, so it is never called
  * with ksyms_lock held; the kld_load/kld_unload handlers run with kld_sx held
- * and may take ksyms_lock.
+ * and may take ksyms_lock. MOD_LOAD and MOD_UNLOAD also run with kld_sx held:
+ * ksyms_rs_load and ksyms_rs_unload never walk the linker files (sx locks do
+ * not recurse).
  */
 
 #ifndef _KSYMS_KPI_H_
@@ -96,8 +98,6 @@ int64_t	 kpi_uio_offset(struct uio *uio);
 
 /* curthread->td_proc. */
 struct proc *kpi_curproc(void);
-/* Whether the current process is a 32-bit one (SV_ILP32), e.g. under COMPAT_FREEBSD32. */
-int	 kpi_curproc_is32(void);
 /*
  * Maps size bytes of obj read-only (max protection read) and shared into the
  * current process, where the VM system finds room (below 4 GiB for a 32-bit

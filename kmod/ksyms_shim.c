@@ -21,8 +21,8 @@
  *		 before kldload: debug.ksyms.mode="0444".
  *   cache	 (tunable and read-write sysctl, default 1) whether opens share
  *		 the snapshot already built while the module set is unchanged.
- *   cached_bytes (read-only sysctl) the size of the cached snapshot that no
- *		 open is using (0 when nothing is cached).
+ *   cached_bytes (read-only sysctl) the size of the cached snapshot, kept
+ *		 even while no open uses it (0 when nothing is cached).
  */
 
 #include <sys/param.h>
@@ -41,7 +41,6 @@
 #include <sys/rwlock.h>
 #include <sys/sx.h>
 #include <sys/sysctl.h>
-#include <sys/sysent.h>
 #include <sys/uio.h>
 
 #include <machine/elf.h>
@@ -255,13 +254,6 @@ kpi_curproc(void)
 {
 
 	return (curproc);
-}
-
-int
-kpi_curproc_is32(void)
-{
-
-	return (SV_CURPROC_FLAG(SV_ILP32) != 0);
 }
 
 /*
@@ -502,7 +494,7 @@ ksyms_sysctl_init(void)
 	    SYSCTL_ADD_PROC(&ksyms_sysctl_ctx, SYSCTL_CHILDREN(node), OID_AUTO,
 	    "cached_bytes", CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 0,
 	    ksyms_sysctl_cached_bytes, "QU",
-	    "Size of the cached snapshot no open is using") == NULL) {
+	    "Size of the cached snapshot (bytes)") == NULL) {
 		sysctl_ctx_free(&ksyms_sysctl_ctx);
 		return (ENOMEM);
 	}

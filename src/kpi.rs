@@ -239,12 +239,6 @@ impl Proc {
         NonNull::new(p).map(Proc)
     }
 
-    /// Whether the calling process is a 32-bit one.
-    pub fn current_is_32bit() -> bool {
-        // SAFETY: no preconditions.
-        unsafe { sys::kpi_curproc_is32() != 0 }
-    }
-
     /// Maps `size` bytes of `object` read-only into the calling process.
     pub fn map_current(object: &VmObject, size: u64) -> Result<u64> {
         let mut addr = 0u64;

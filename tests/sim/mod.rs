@@ -937,16 +937,6 @@ pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_curproc_is32() -> c_int {
-    let _nu = NoUnwind::new();
-    let Some(pid) = ctx().pid else {
-        report("kpi_curproc_is32 outside a process context".into());
-        return 0;
-    };
-    with(|w| w.procs.get(&pid).map_or(0, |p| c_int::from(p.is32)))
-}
-
-#[no_mangle]
 pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mut u64) -> c_int {
     let _nu = NoUnwind::new();
     if bump(Kind::MapObject) {
@@ -1114,7 +1104,7 @@ fn _signatures_match_bindings() {
         kpi_lf_id(_); kpi_symtab_get(_, _); kpi_strtab_get(_, _); kpi_symbol_value(_, _, _);
         kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
         kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _); kpi_uio_offset(_);
-        kpi_curproc(); kpi_curproc_is32(); kpi_map_object(_, _, _); kpi_unmap_object(_, _, _, _);
+        kpi_curproc(); kpi_map_object(_, _, _); kpi_unmap_object(_, _, _, _);
         kpi_set_cdevpriv(_); kpi_get_cdevpriv(_); kpi_cache_enabled(); kpi_panic(_, _);
     }
 }
