@@ -23,7 +23,7 @@ test:
 	sh kmod/cargo-kernel.sh --check
 
 bench:
-	$(CARGO) bench --bench snapshot
+	sh tests/bench.sh
 
 bindings:
 	KSYMS_BLESS=1 $(CARGO) test --test bindings
