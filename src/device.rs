@@ -30,6 +30,7 @@
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::elf::{Elf64Sym, FREEBSD_AMD64};
 use crate::error::{Error, Result};
@@ -93,6 +94,12 @@ pub struct State {
 // the Locked static.
 unsafe impl Send for State {}
 
+/// Whether `State::opens` is non-empty, readable without the lock: the
+/// process_exit and process_exec events arrive for every process in the system,
+/// and most of the time there is no open for them to look at. Written under the
+/// lock whenever the list changes.
+static ANY_OPEN: AtomicBool = AtomicBool::new(false);
+
 static STATE: Locked<State> = Locked::new(State {
     loaded: false,
     opening: 0,
@@ -153,6 +160,7 @@ impl State {
         // SAFETY: entry is live (just made by the caller) and in no list.
         unsafe { entry.as_ref() }.link(self).next = head;
         self.opens = Some(entry);
+        ANY_OPEN.store(true, Ordering::SeqCst);
     }
 
     fn remove(&mut self, entry: NonNull<OpenFile>) {
@@ -160,6 +168,7 @@ impl State {
         let next = unsafe { entry.as_ref() }.link(self).next.take();
         if self.opens == Some(entry) {
             self.opens = next;
+            ANY_OPEN.store(self.opens.is_some(), Ordering::SeqCst);
             return;
         }
         let mut cur = self.opens;
@@ -439,7 +448,15 @@ pub fn kld_changed() {
 }
 
 /// A process exits or execs: its address space, with our mapping, goes away.
+///
+/// Without any open there is nothing to forget, and no lock is taken: an open of
+/// `p` itself cannot be under way, since the kernel has stopped p's other threads
+/// before it signals the exit or exec, and those threads published their opens
+/// under the lock, which orders them before this load.
 pub fn proc_gone(p: Proc) {
+    if !ANY_OPEN.load(Ordering::SeqCst) {
+        return;
+    }
     let mut st = STATE.lock();
     st.each_open(|link| {
         if link.opener == Some(p) {

@@ -186,6 +186,37 @@ fn exit_and_exec_release_the_per_process_limit() {
 }
 
 #[test]
+fn exit_and_exec_take_no_lock_while_nothing_is_open() {
+    // The process_exit/process_exec events come for every process in the system.
+    let k = Kernel::boot_compiled(1);
+    let idle = k.spawn(false);
+    let before = k.calls(Kind::Lock);
+    k.exec(idle);
+    k.exit(idle);
+    assert_eq!(
+        k.calls(Kind::Lock),
+        before,
+        "an idle device took ksyms_lock"
+    );
+
+    // With an open alive, the events are looked at (and still do their job).
+    let p = k.spawn(false);
+    let _held = k.open(p, FREAD).unwrap();
+    let other = k.spawn(false);
+    let before = k.calls(Kind::Lock);
+    k.exit(other);
+    assert!(
+        k.calls(Kind::Lock) > before,
+        "exit ignored while an open is alive"
+    );
+    k.exec(p);
+    k.open(p, FREAD)
+        .expect("exec did not release the per-process limit");
+    k.exit(p);
+    k.shutdown();
+}
+
+#[test]
 fn open_after_unload_fails_with_enxio_until_the_next_load() {
     let k = Kernel::boot_compiled(1);
     let p = k.spawn(false);
