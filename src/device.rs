@@ -251,16 +251,26 @@ pub fn open(fflags: i32) -> Result<()> {
     // Last: once cdevpriv is set, devfs owns the entry and runs the destructor even
     // if d_open then failed, so nothing may fail after it.
     if let Err(e) = kpi::set_cdevpriv(ptr.cast::<c_void>()) {
-        let mut st = STATE.lock();
-        st.remove(ptr);
-        // SAFETY: ptr came from into_raw above and left the list: we own it again.
-        let entry = unsafe { KBox::from_raw(ptr) };
-        entry.unmap_from_opener(&mut st);
-        drop(st);
-        drop(entry);
+        // SAFETY: ptr came from into_raw above, and devfs did not take it.
+        unsafe { retire(ptr) };
         return Err(e);
     }
     Ok(())
+}
+
+/// Takes a published open out of the list, removes its automatic mapping from the
+/// opener if the opener is still there, and frees it with its snapshot reference.
+///
+/// # Safety
+/// `ptr` came from `KBox::into_raw` in [`open`], and nothing uses it afterwards.
+unsafe fn retire(ptr: NonNull<OpenFile>) {
+    let mut st = STATE.lock();
+    st.remove(ptr);
+    // SAFETY: ptr left the list, and the caller hands over its ownership (contract).
+    let entry = unsafe { KBox::from_raw(ptr) };
+    entry.unmap_from_opener(&mut st);
+    drop(st);
+    drop(entry);
 }
 
 /// The per-open state of an open in progress: snapshot, then mapping. Nothing is
@@ -427,14 +437,9 @@ pub fn mmap_single(offset: u64, size: u64, nprot: i32) -> Result<VmObject> {
 /// # Safety
 /// `priv_` is a cdevpriv installed by [`open`], passed once.
 pub unsafe fn cdevpriv_dtor(priv_: NonNull<c_void>) {
-    let ptr = priv_.cast::<OpenFile>();
-    let mut st = STATE.lock();
-    st.remove(ptr);
-    // SAFETY: open() gave up ownership of ptr to devfs, which gives it back here once.
-    let entry = unsafe { KBox::from_raw(ptr) };
-    entry.unmap_from_opener(&mut st);
-    drop(st);
-    drop(entry);
+    // SAFETY: open() gave ownership of the entry to devfs, which gives it back here,
+    // once (contract).
+    unsafe { retire(priv_.cast::<OpenFile>()) };
 }
 
 /// A linker file was loaded or unloaded: the cached snapshot is stale.
