@@ -100,8 +100,20 @@ declared() {
 	grep -v '^typedef' "$HEADER" | grep -o "$1[a-z0-9_]*(" | tr -d '(' | sort -u
 }
 
+# rust-toolchain.toml lists the target and rust-src, but rustup adds them by itself
+# only where auto-install is on (RUSTUP_AUTO_INSTALL=0 turns it off): ask for them
+# (a quick no-op once they are there). Without rustup, cargo says what is missing.
+toolchain_parts() {
+	command -v rustup >/dev/null 2>&1 || return 0
+	for step in "component add rust-src" "target add $TARGET"; do
+		# shellcheck disable=SC2086 # $step is a rustup subcommand and its operand
+		log=$(rustup $step 2>&1) || { printf '%s\n' "$log" >&2; die "rustup $step failed"; }
+	done
+}
+
 build() {
 	need "$CARGO" "$AR" "$LD"
+	toolchain_parts
 	mkdir -p "$OUT"
 	RUSTC_BOOTSTRAP=1 \
 	CARGO_TARGET_DIR="${KSYMS_KERNEL_TARGET_DIR:-$ROOT/target/kernel}" \
