@@ -23,7 +23,7 @@ fn snapshot_file() -> &'static Path {
         // The names hold none of the words the tools' outputs are searched for.
         for f in &inp.files {
             for i in 0..f.syms.len() {
-                let n = String::from_utf8_lossy(f.name(i)).to_lowercase();
+                let n = String::from_utf8_lossy(f.name(i).expect("input name")).to_lowercase();
                 assert!(!n.contains("warning") && !n.contains("error"), "{n}");
             }
         }
@@ -150,7 +150,7 @@ fn classify_elflint(output: &str, snapshot: &[u8]) -> (Vec<String>, Vec<String>)
     let nsyms = (snapshot.len() as u64 - 464).min(u64_at(snapshot, 176 + 64 + 32)) / 24;
     let strtab = &snapshot[u64_at(snapshot, 176 + 128 + 24) as usize..];
     let ifunc_line = |i: u64| {
-        let s = sym_from_bytes(&snapshot[464 + 24 * i as usize..][..24]);
+        let s = sym_from(&snapshot[464 + 24 * i as usize..][..24], true);
         (s.st_info & 0xf == STT_GNU_IFUNC).then(|| {
             format!(
                 "section [ 1] '.symtab': symbol {i} ({}): unknown type",
@@ -242,7 +242,7 @@ fn nm_lists_every_symbol_with_its_value() {
             if k == 0 && i == 0 {
                 continue; // entry 0 of the snapshot: nm skips the null symbol
             }
-            let name = String::from_utf8_lossy(f.name(i)).into_owned();
+            let name = String::from_utf8_lossy(f.name(i).expect("input name")).into_owned();
             let bind = s.st_info >> 4;
             let kind = s.st_info & 0xf;
             let (value, letter) = if s.st_shndx == SHN_UNDEF {
@@ -339,7 +339,7 @@ fn lockstat_resolves_every_kept_symbol() {
     for f in &inputs().files {
         for (i, s) in f.syms.iter().enumerate() {
             if s.st_info & 0xf <= STT_FUNC && s.st_size != 0 {
-                let name = String::from_utf8_lossy(f.name(i)).into_owned();
+                let name = String::from_utf8_lossy(f.name(i).expect("input name")).into_owned();
                 kept.entry(f.expected_value(i)).or_default().push((
                     name,
                     s.st_size,
@@ -415,7 +415,13 @@ fn lockstat_sees_module_addresses() {
         assert!((MODULE_BASE + m as u64 * MODULE_STRIDE
             ..MODULE_BASE + (m as u64 + 1) * MODULE_STRIDE)
             .contains(&addr));
-        by_module.insert(m, (addr, String::from_utf8_lossy(f.name(i)).into_owned()));
+        by_module.insert(
+            m,
+            (
+                addr,
+                String::from_utf8_lossy(f.name(i).expect("input name")).into_owned(),
+            ),
+        );
     }
     let addrs: Vec<u64> = (0..by_module.len()).map(|m| by_module[&m].0 + 1).collect();
     let (_, answers) = lockstat_lookup(snapshot_file(), &addrs);

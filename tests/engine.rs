@@ -22,7 +22,7 @@ fn inputs_cover_every_kind_of_symbol() {
     assert_eq!(files.len(), 5);
     assert!(files[0].is_kernel_file());
     let kinds =
-        |f: &MemFile, pred: &dyn Fn(&Elf64Sym) -> bool| f.syms.iter().filter(|s| pred(s)).count();
+        |f: &SimFile, pred: &dyn Fn(&Elf64Sym) -> bool| f.syms.iter().filter(|s| pred(s)).count();
     let k = &files[0];
     assert!(kinds(k, &|s| s.st_info >> 4 == STB_LOCAL) > 30);
     assert!(kinds(k, &|s| s.st_info >> 4 == STB_GLOBAL) > 30);
@@ -60,7 +60,7 @@ fn inputs_cover_every_kind_of_symbol() {
         );
         // Relocatable: defined symbols are section-relative, so the fix-up changes them.
         let moved = (0..f.syms.len())
-            .filter(|&i| f.resolved(i).is_some_and(|v| v != f.syms[i].st_value))
+            .filter(|&i| f.resolve(i).is_some_and(|v| v != f.syms[i].st_value))
             .count();
         assert!(moved > 40, "module {m}: only {moved} symbols move");
     }
@@ -157,7 +157,7 @@ fn values_by_name_match_an_independent_reading() {
 
 #[test]
 fn no_files_gives_the_header_alone() {
-    let files: Vec<MemFile> = Vec::new();
+    let files: Vec<SimFile> = Vec::new();
     let bytes = build(&files);
     assert_eq!(bytes.len(), 464);
     parse_checked(&bytes, 0, 0, 0);
@@ -168,31 +168,34 @@ fn empty_tables_among_files() {
     let mut rng = Rng(7);
     let mut files = vec![synthetic(&mut rng, "kernel", true, 40, 1, 12)];
     // No symbols, no strings; no symbols but strings; strings of empty names only.
-    files.push(MemFile {
+    files.push(SimFile {
         name: "empty".into(),
         syms: vec![],
         strs: vec![],
-        resolve: Resolve::Table(vec![]),
+        values: Values::Table(vec![]),
+        lie: Lie::default(),
     });
-    files.push(MemFile {
+    files.push(SimFile {
         name: "strings only".into(),
         syms: vec![],
         strs: b"\0abc\0".to_vec(),
-        resolve: Resolve::Table(vec![]),
+        values: Values::Table(vec![]),
+        lie: Lie::default(),
     });
     files.push(synthetic(&mut rng, "m1", false, 30, 0, 5));
-    files.push(MemFile {
+    files.push(SimFile {
         name: "null only".into(),
         syms: vec![Elf64Sym::default()],
         strs: b"\0".to_vec(),
-        resolve: Resolve::Table(vec![None]),
+        values: Values::Table(vec![None]),
+        lie: Lie::default(),
     });
     let bytes = build(&files);
     check_snapshot(&files, &bytes);
 }
 
 /// A symbol set at the scale of a small kernel.
-fn large_set() -> Vec<MemFile> {
+fn large_set() -> Vec<SimFile> {
     let mut rng = Rng(0x5eed);
     let mut files = vec![synthetic(&mut rng, "kernel", true, 30_000, 1, 40)];
     for m in 0..25 {
@@ -304,8 +307,8 @@ fn scratch_below_two_entries_is_refused() {
 /// Census of `before`, write of `after`; returns the result and the furthest byte
 /// any write reached, which must never pass the layout.
 fn census_then_write(
-    before: &[MemFile],
-    after: &[MemFile],
+    before: &[SimFile],
+    after: &[SimFile],
     scratch: usize,
 ) -> Result<SnapshotLayout> {
     let layout = snapshot::census(before)?.layout()?;
@@ -322,7 +325,7 @@ fn census_then_write(
     r
 }
 
-fn with_symbol(f: &MemFile, bind: u8) -> MemFile {
+fn with_symbol(f: &SimFile, bind: u8) -> SimFile {
     let mut g = f.clone();
     g.syms.push(Elf64Sym {
         st_name: 0,
@@ -331,7 +334,7 @@ fn with_symbol(f: &MemFile, bind: u8) -> MemFile {
         st_value: 1,
         ..Default::default()
     });
-    if let Resolve::Table(v) = &mut g.resolve {
+    if let Values::Table(v) = &mut g.values {
         v.push(None);
     }
     g
@@ -339,7 +342,7 @@ fn with_symbol(f: &MemFile, bind: u8) -> MemFile {
 
 #[test]
 fn changed_file_set_is_detected() {
-    let base: Vec<MemFile> = {
+    let base: Vec<SimFile> = {
         let mut rng = Rng(99);
         let mut v = vec![synthetic(&mut rng, "kernel", true, 500, 1, 30)];
         for m in 0..5 {
@@ -356,7 +359,7 @@ fn changed_file_set_is_detected() {
     };
     let mut rng = Rng(1234);
     let extra = synthetic(&mut rng, "extra", false, 40, 1, 30);
-    let mut cases: Vec<(&str, Vec<MemFile>, Vec<MemFile>)> = Vec::new();
+    let mut cases: Vec<(&str, Vec<SimFile>, Vec<SimFile>)> = Vec::new();
     let mut added = base.clone();
     added.push(extra.clone());
     cases.push(("file added at the end", base.clone(), added.clone()));
@@ -444,17 +447,18 @@ fn census_and_writer_one_file_at_a_time() {
 // Malformed linker files, sizes that do not fit, failing sinks
 // ---------------------------------------------------------------------------
 
-fn one_module(syms: Vec<Elf64Sym>, strs: &[u8]) -> Vec<MemFile> {
+fn one_module(syms: Vec<Elf64Sym>, strs: &[u8]) -> Vec<SimFile> {
     let mut rng = Rng(3);
     let kernel = synthetic(&mut rng, "kernel", true, 10, 1, 8);
     let n = syms.len();
     vec![
         kernel,
-        MemFile {
+        SimFile {
             name: "bad".into(),
             syms,
             strs: strs.to_vec(),
-            resolve: Resolve::Table(vec![None; n]),
+            values: Values::Table(vec![None; n]),
+            lie: Lie::default(),
         },
     ]
 }
@@ -520,11 +524,12 @@ fn first_symbol_must_be_null() {
 /// global. Such a set is refused before anything is written.
 #[test]
 fn symbols_without_any_local_are_refused() {
-    let files = vec![MemFile {
+    let files = vec![SimFile {
         name: "kernel without its null symbol".into(),
         syms: vec![named(1), named(5)],
         strs: b"\0foo\0bar\0".to_vec(),
-        resolve: Resolve::Kernel,
+        values: Values::Absolute,
+        lie: Lie::default(),
     }];
     let layout = snapshot::census(&files).unwrap().layout().unwrap();
     let mut sink = CoverageSink::new(layout.size());
@@ -611,7 +616,7 @@ struct FileSpec {
     empty_names: bool,
 }
 
-fn file_from(spec: &FileSpec, kernel: bool) -> MemFile {
+fn file_from(spec: &FileSpec, kernel: bool) -> SimFile {
     let mut rng = Rng(spec.seed | 1);
     let mut strs = Vec::new();
     let mut syms = Vec::new();
@@ -657,15 +662,16 @@ fn file_from(spec: &FileSpec, kernel: bool) -> MemFile {
             Some(rng.next())
         });
     }
-    MemFile {
+    SimFile {
         name: format!("seed {}", spec.seed),
         syms,
         strs,
-        resolve: if kernel {
-            Resolve::Kernel
+        values: if kernel {
+            Values::Absolute
         } else {
-            Resolve::Table(values)
+            Values::Table(values)
         },
+        lie: Lie::default(),
     }
 }
 
@@ -687,7 +693,7 @@ fn file_spec() -> impl Strategy<Value = FileSpec> {
 }
 
 /// Checks a snapshot through the object crate's ELF reader.
-fn check_with_object(files: &[MemFile], bytes: &[u8], layout_size: u64) {
+fn check_with_object(files: &[SimFile], bytes: &[u8], layout_size: u64) {
     use object::{Object, ObjectSymbol};
     assert_eq!(bytes.len() as u64, layout_size);
     let elf =
@@ -710,7 +716,11 @@ fn check_with_object(files: &[MemFile], bytes: &[u8], layout_size: u64) {
             } else {
                 f.expected_value(i)
             };
-            want.push((f.name(i).to_vec(), v, f.syms[i].st_size));
+            want.push((
+                f.name(i).expect("input name").to_vec(),
+                v,
+                f.syms[i].st_size,
+            ));
         }
     }
     got.sort();

@@ -1,111 +1,37 @@
-//! Shared helpers of the engine and consumer tests.
+//! Shared helpers of the engine and consumer tests, on top of the linker-file model
+//! and checks the simulator tests use too (tests/sim/files.rs, tests/sim/check.rs,
+//! included here as [`files`] and [`check`]).
 //!
 //! - [`inputs`]: real ELF inputs, compiled at test time by the system C compiler from
 //!   generated C sources: a "kernel" (an ET_EXEC linked at the amd64 kernel base,
 //!   whose `.symtab` values are absolute) and several "modules" (relocatable `.o`
 //!   files, as FreeBSD's `link_elf_obj` loads `.ko`s: defined symbols have
 //!   section-relative values).
-//! - [`MemFile`]: a [`LinkerFile`] over one symbol table and string table, with the
-//!   resolver a kernel linker would be: a module's defined symbol is worth the load
-//!   address of its section plus `st_value`; undefined symbols resolve to nothing.
+//! - [`SimFile`] as a [`LinkerFile`] given straight to the engine, strict about how
+//!   the engine calls it: the kernel file is never asked for a value, and the index
+//!   matches the symbol.
 //! - [`check_snapshot`]: reads a snapshot back at the offsets SPEC.md gives (not
-//!   through the crate's own types) and compares it with what the inputs say.
+//!   through the crate's own types) and compares it, symbol by symbol and st_name
+//!   included, with what the inputs say.
 #![allow(dead_code)]
 
+#[path = "../sim/check.rs"]
+pub mod check;
+#[path = "../sim/files.rs"]
+pub mod files;
+
+pub use files::*;
 use ksyms::elf::Elf64Sym;
 use ksyms::snapshot::{self, LinkerFile, SliceSink};
 use ksyms::{Error, Result};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-// ELF constants, spelled out here from the ELF specification so that the checks do
-// not depend on the crate's own definitions.
-pub const SHN_UNDEF: u16 = 0;
-pub const SHN_LORESERVE: u16 = 0xff00;
-pub const SHN_ABS: u16 = 0xfff1;
-pub const SHN_COMMON: u16 = 0xfff2;
-pub const STB_LOCAL: u8 = 0;
-pub const STB_GLOBAL: u8 = 1;
-pub const STB_WEAK: u8 = 2;
-pub const STT_NOTYPE: u8 = 0;
-pub const STT_OBJECT: u8 = 1;
-pub const STT_FUNC: u8 = 2;
-pub const STT_SECTION: u8 = 3;
-pub const STT_FILE: u8 = 4;
-pub const STT_GNU_IFUNC: u8 = 10;
-const SHT_SYMTAB: u32 = 2;
-const SHF_ALLOC: u64 = 2;
-
-/// Where the modules are "loaded": module `m` lives in
+/// Module `m` of [`inputs`] lives in
 /// `[MODULE_BASE + m * MODULE_STRIDE, ... + MODULE_STRIDE)`.
-pub const MODULE_BASE: u64 = 0xffff_ffff_8280_0000;
 pub const MODULE_STRIDE: u64 = 0x10_0000;
-/// The kernel's link address (FreeBSD/amd64's KERNBASE + 2 MiB).
-pub const KERNEL_BASE: u64 = 0xffff_ffff_8020_0000;
 
-/// How a linker file resolves `LINKER_SYMBOL_VALUES`.
-#[derive(Clone, Debug)]
-pub enum Resolve {
-    /// The kernel: its values are absolute and it must never be asked.
-    Kernel,
-    /// A loaded module: `bases[shndx]` is the load address of section `shndx` (None
-    /// for sections not loaded); common symbols get `common_base + 64 * index`.
-    Sections {
-        bases: Vec<Option<u64>>,
-        common_base: u64,
-    },
-    /// A value (or none) for every symbol index.
-    Table(Vec<Option<u64>>),
-}
-
-/// One linker file held in memory.
-#[derive(Clone, Debug)]
-pub struct MemFile {
-    pub name: String,
-    pub syms: Vec<Elf64Sym>,
-    pub strs: Vec<u8>,
-    pub resolve: Resolve,
-}
-
-impl MemFile {
-    pub fn is_kernel_file(&self) -> bool {
-        matches!(self.resolve, Resolve::Kernel)
-    }
-
-    /// What the kernel linker reports for symbol `index`.
-    pub fn resolved(&self, index: usize) -> Option<u64> {
-        let sym = &self.syms[index];
-        match &self.resolve {
-            Resolve::Kernel => None,
-            Resolve::Table(values) => values[index],
-            Resolve::Sections { bases, common_base } => match sym.st_shndx {
-                SHN_UNDEF => None,
-                SHN_ABS => Some(sym.st_value),
-                SHN_COMMON => Some(common_base + 64 * index as u64),
-                s if s < SHN_LORESERVE => bases
-                    .get(usize::from(s))
-                    .copied()
-                    .flatten()
-                    .map(|b| b + sym.st_value),
-                _ => None,
-            },
-        }
-    }
-
-    /// The value symbol `index` must have in a snapshot.
-    pub fn expected_value(&self, index: usize) -> u64 {
-        self.resolved(index).unwrap_or(self.syms[index].st_value)
-    }
-
-    /// The name of symbol `index` in this file's own string table.
-    pub fn name(&self, index: usize) -> &[u8] {
-        cstr_at(&self.strs, self.syms[index].st_name as usize)
-    }
-}
-
-impl LinkerFile for MemFile {
+impl LinkerFile for SimFile {
     fn is_kernel(&self) -> bool {
         self.is_kernel_file()
     }
@@ -125,7 +51,7 @@ impl LinkerFile for MemFile {
             Some(sym),
             "symbol_value called with an index that does not match the symbol"
         );
-        self.resolved(index)
+        self.resolve(index)
     }
 }
 
@@ -139,44 +65,9 @@ pub fn cstr_at(table: &[u8], off: usize) -> &[u8] {
     &rest[..len]
 }
 
-/// `ELF64_ST_INFO`.
-pub fn info(bind: u8, kind: u8) -> u8 {
-    (bind << 4) | (kind & 0xf)
-}
-
 // ---------------------------------------------------------------------------
 // Real inputs
 // ---------------------------------------------------------------------------
-
-/// The compiler: `$CC` or `cc`. Fails with a clear message when it is missing.
-pub fn cc() -> String {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let ok = Command::new(&cc)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "C compiler `{cc}` not found: these tests compile their ELF inputs (install gcc)"
-    );
-    cc
-}
-
-/// Runs a command and returns its stdout; panics with its output when it fails.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is the tool installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What one generated input holds.
 struct Spec {
@@ -290,7 +181,7 @@ pub struct Inputs {
     pub kernel_path: PathBuf,
     pub module_paths: Vec<PathBuf>,
     /// The kernel first, then the modules, in load order.
-    pub files: Vec<MemFile>,
+    pub files: Vec<SimFile>,
 }
 
 const MODULE_TAGS: [&str; 4] = ["mod_alpha", "mod_beta", "mod_gamma", "mod_delta"];
@@ -324,13 +215,7 @@ fn build_inputs() -> Inputs {
     let ksrc = dir.path().join("kernel.c");
     std::fs::write(&ksrc, source(&kspec)).unwrap();
     let kernel_path = dir.path().join("kernel");
-    run(Command::new(&cc)
-        .args(common)
-        .args(["-nostdlib", "-static", "-no-pie", "-Wl,-e,_start"])
-        .arg(format!("-Wl,-Ttext-segment={KERNEL_BASE:#x}"))
-        .arg("-o")
-        .arg(&kernel_path)
-        .arg(&ksrc));
+    link_kernel(&cc, &common, &ksrc, &kernel_path);
 
     let mut module_paths = Vec::new();
     for (m, tag) in MODULE_TAGS.iter().enumerate() {
@@ -345,12 +230,7 @@ fn build_inputs() -> Inputs {
         let src = dir.path().join(format!("{tag}.c"));
         std::fs::write(&src, source(&spec)).unwrap();
         let obj = dir.path().join(format!("{tag}.o"));
-        let mut cmd = Command::new(&cc);
-        cmd.args(common).arg("-c");
-        if spec.split_sections {
-            cmd.args(["-ffunction-sections", "-fdata-sections"]);
-        }
-        run(cmd.arg("-o").arg(&obj).arg(&src));
+        compile_module(&cc, &common, spec.split_sections, &src, &obj);
         module_paths.push(obj);
     }
 
@@ -368,71 +248,20 @@ fn build_inputs() -> Inputs {
 
 /// Reads an ELF file's `.symtab` and the string table its `sh_link` names. `module`
 /// is None for the kernel, else the module's number, which picks its load area.
-pub fn load_elf(path: &Path, module: Option<usize>) -> MemFile {
-    use object::read::elf::{FileHeader, SectionHeader};
-    use object::Endianness;
+pub fn load_elf(path: &Path, module: Option<usize>) -> SimFile {
     let data = std::fs::read(path).unwrap();
-    let hdr = object::elf::FileHeader64::<Endianness>::parse(&*data).unwrap();
-    let endian = hdr.endian().unwrap();
-    let sections = hdr.sections(endian, &*data).unwrap();
-    let (symtab_index, symtab) = sections
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.sh_type(endian) == SHT_SYMTAB)
-        .expect("no SHT_SYMTAB");
-    assert!(symtab_index > 0);
-    let raw = symtab.data(endian, &*data).unwrap();
-    let strtab = sections
-        .section(object::SectionIndex(symtab.sh_link(endian) as usize))
-        .unwrap();
-    let strs = strtab.data(endian, &*data).unwrap().to_vec();
-    assert_eq!(raw.len() % 24, 0);
-    let syms = raw.chunks_exact(24).map(sym_from_bytes).collect();
-
-    let resolve = match module {
-        None => Resolve::Kernel,
-        Some(m) => {
-            // Lay the allocated sections out one after another, as link_elf_obj does.
-            let base = MODULE_BASE + m as u64 * MODULE_STRIDE;
-            let mut cursor = base;
-            let mut bases = Vec::new();
-            for s in sections.iter() {
-                if s.sh_flags(endian) & SHF_ALLOC != 0 {
-                    let align = s.sh_addralign(endian).max(1);
-                    cursor = cursor.div_ceil(align) * align;
-                    bases.push(Some(cursor));
-                    cursor += s.sh_size(endian).max(1);
-                } else {
-                    bases.push(None);
-                }
-            }
-            let common_base = cursor.div_ceil(64) * 64;
-            let syms_len = raw.len() / 24;
-            assert!(
-                common_base + 64 * syms_len as u64 - base < MODULE_STRIDE,
-                "module {m} does not fit its load area"
-            );
-            Resolve::Sections { bases, common_base }
-        }
-    };
-    MemFile {
-        name: path.file_name().unwrap().to_string_lossy().into_owned(),
-        syms,
-        strs,
-        resolve,
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let base = module.map(|m| MODULE_BASE + m as u64 * MODULE_STRIDE);
+    let (file, table) = SimFile::from_elf_at(&name, &data, base).unwrap();
+    assert_eq!(table.sh_type, SHT_SYMTAB, "no SHT_SYMTAB");
+    assert!(table.index > 0);
+    if let (Some(base), Values::Sections { common, .. }) = (base, &file.values) {
+        assert!(
+            common + 64 * file.syms.len() as u64 - base < MODULE_STRIDE,
+            "module {module:?} does not fit its load area"
+        );
     }
-}
-
-/// An `Elf64_Sym` from its 24 little-endian bytes.
-pub fn sym_from_bytes(b: &[u8]) -> Elf64Sym {
-    Elf64Sym {
-        st_name: u32::from_le_bytes(b[0..4].try_into().unwrap()),
-        st_info: b[4],
-        st_other: b[5],
-        st_shndx: u16::from_le_bytes(b[6..8].try_into().unwrap()),
-        st_value: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-        st_size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
-    }
+    file
 }
 
 // ---------------------------------------------------------------------------
@@ -440,7 +269,7 @@ pub fn sym_from_bytes(b: &[u8]) -> Elf64Sym {
 // ---------------------------------------------------------------------------
 
 /// Census, layout and write, with `scratch` entries of scratch.
-pub fn build_with(files: &[MemFile], scratch: usize) -> Result<Vec<u8>> {
+pub fn build_with(files: &[SimFile], scratch: usize) -> Result<Vec<u8>> {
     let census = snapshot::census(files)?;
     let layout = census.layout()?;
     let mut buf = vec![0u8; usize::try_from(layout.size()).map_err(|_| Error::TooLarge)?];
@@ -457,7 +286,7 @@ pub fn build_with(files: &[MemFile], scratch: usize) -> Result<Vec<u8>> {
 }
 
 /// A snapshot of `files` with a moderate scratch buffer.
-pub fn build(files: &[MemFile]) -> Vec<u8> {
+pub fn build(files: &[SimFile]) -> Vec<u8> {
     build_with(files, 256).expect("snapshot")
 }
 
@@ -561,7 +390,7 @@ pub fn parse_checked(b: &[u8], nsyms: u64, nlocals: u64, strsz: u64) -> Parsed<'
 
     let syms = b[464..strtab_off as usize]
         .chunks_exact(24)
-        .map(sym_from_bytes)
+        .map(|b| sym_from(b, true))
         .collect();
     Parsed {
         syms,
@@ -570,53 +399,10 @@ pub fn parse_checked(b: &[u8], nsyms: u64, nlocals: u64, strsz: u64) -> Parsed<'
     }
 }
 
-/// One symbol as it must come out, or as it came out.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Entry {
-    pub st_name: u32,
-    pub name: Vec<u8>,
-    pub value: u64,
-    pub size: u64,
-    pub info: u8,
-    pub other: u8,
-    pub shndx: u16,
-}
-
-/// What the snapshot of `files` must hold: every input symbol once, with its name
-/// rebased by the string bytes before its file, its value fixed up for a module, and
-/// its section index SHN_UNDEF or SHN_ABS.
-pub fn expected_entries(files: &[MemFile]) -> Vec<Entry> {
-    let mut out = Vec::new();
-    let mut base = 0u64;
-    for f in files {
-        for (i, s) in f.syms.iter().enumerate() {
-            out.push(Entry {
-                st_name: (base + u64::from(s.st_name)) as u32,
-                name: f.name(i).to_vec(),
-                value: if f.is_kernel_file() {
-                    s.st_value
-                } else {
-                    f.expected_value(i)
-                },
-                size: s.st_size,
-                info: s.st_info,
-                other: s.st_other,
-                shndx: if s.st_shndx == SHN_UNDEF {
-                    SHN_UNDEF
-                } else {
-                    SHN_ABS
-                },
-            });
-        }
-        base += f.strs.len() as u64;
-    }
-    out
-}
-
 /// Checks a snapshot of `files` completely: header, sizes, the string table as the
 /// concatenation of the files' tables, locals first with sh_info their count, entry
-/// 0 null, and every input symbol exactly once with the right name and value.
-pub fn check_snapshot(files: &[MemFile], bytes: &[u8]) {
+/// 0 null, and every input symbol exactly once with the right name, st_name and value.
+pub fn check_snapshot(files: &[SimFile], bytes: &[u8]) {
     let nsyms: u64 = files.iter().map(|f| f.syms.len() as u64).sum();
     let nlocals: u64 = files
         .iter()
@@ -650,20 +436,23 @@ pub fn check_snapshot(files: &[MemFile], bytes: &[u8]) {
         );
     }
 
-    let mut got: Vec<Entry> = p
+    // (st_name, the rest): every field of every entry, as a multiset.
+    let mut got: Vec<(u32, check::Seen)> = p
         .syms
         .iter()
-        .map(|s| Entry {
-            st_name: s.st_name,
-            name: cstr_at(p.strtab, s.st_name as usize).to_vec(),
-            value: s.st_value,
-            size: s.st_size,
-            info: s.st_info,
-            other: s.st_other,
-            shndx: s.st_shndx,
+        .map(|s| {
+            let seen = check::Seen {
+                name: cstr_at(p.strtab, s.st_name as usize).to_vec(),
+                value: s.st_value,
+                size: s.st_size,
+                info: s.st_info,
+                other: s.st_other,
+                shndx: s.st_shndx,
+            };
+            (s.st_name, seen)
         })
         .collect();
-    let mut want = expected_entries(files);
+    let mut want = check::expected(files);
     got.sort();
     want.sort();
     if got != want {
@@ -681,43 +470,14 @@ pub fn check_snapshot(files: &[MemFile], bytes: &[u8]) {
     }
 }
 
-/// Names (as strings) of every symbol of `files` by expected value, for lookups.
-pub fn names_by_value(files: &[MemFile]) -> BTreeMap<u64, Vec<String>> {
-    let mut m: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for f in files {
-        for i in 0..f.syms.len() {
-            m.entry(f.expected_value(i))
-                .or_default()
-                .push(String::from_utf8_lossy(f.name(i)).into_owned());
-        }
-    }
-    m
-}
-
 // ---------------------------------------------------------------------------
 // Synthetic tables
 // ---------------------------------------------------------------------------
 
-/// A small deterministic generator (xorshift64*), so synthetic tables are the same
-/// on every run.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A synthetic linker file of `count` symbols (its null symbol included) with names
 /// of `min_name..=max_name` bytes; a module resolves about 3 in 4 of its symbols.
+/// Names may repeat, unlike [`SimFile::synthetic`]'s (which the simulator tests look
+/// up by name).
 pub fn synthetic(
     rng: &mut Rng,
     name: &str,
@@ -725,7 +485,7 @@ pub fn synthetic(
     count: usize,
     min_name: usize,
     max_name: usize,
-) -> MemFile {
+) -> SimFile {
     let mut syms = Vec::with_capacity(count);
     let mut strs = vec![0u8];
     let mut values = Vec::with_capacity(count);
@@ -762,14 +522,15 @@ pub fn synthetic(
             None
         });
     }
-    MemFile {
-        name: name.to_string(),
+    let values = if kernel {
+        Values::Absolute
+    } else {
+        Values::Table(values)
+    };
+    SimFile::new(
+        name,
         syms,
-        strs: if count > 0 { strs } else { Vec::new() },
-        resolve: if kernel {
-            Resolve::Kernel
-        } else {
-            Resolve::Table(values)
-        },
-    }
+        if count > 0 { strs } else { Vec::new() },
+        values,
+    )
 }

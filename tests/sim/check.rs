@@ -67,16 +67,16 @@ pub fn read_symbols(bytes: &[u8]) -> Result<(Vec<Seen>, u32), String> {
     Ok((out, symtab.sh_info(endian)))
 }
 
-/// Checks a snapshot against its inputs without the engine: every input symbol once,
-/// with its own name, the address the linker reports (or its own value), SHN_ABS or
-/// SHN_UNDEF; locals first with sh_info right after them; entry 0 null.
-pub fn verify<F: AsFile>(files: &[F], bytes: &[u8]) {
-    let (got, sh_info) = read_symbols(bytes).expect("the snapshot parses as ELF");
+/// Every input symbol as a snapshot of `files` must hold it: its own name, the address
+/// the linker reports (or its own value), SHN_ABS or SHN_UNDEF; with the st_name it
+/// must have there (its own, rebased by the string bytes of the files before it).
+pub fn expected<F: AsFile>(files: &[F]) -> Vec<(u32, Seen)> {
     let mut want = Vec::new();
+    let mut base = 0u64;
     for f in files {
         let f = f.file();
         for (i, s) in f.syms.iter().enumerate() {
-            want.push(Seen {
+            let seen = Seen {
                 name: f.name(i).expect("input name").to_vec(),
                 value: f.expected_value(i),
                 size: s.st_size,
@@ -87,9 +87,19 @@ pub fn verify<F: AsFile>(files: &[F], bytes: &[u8]) {
                 } else {
                     SHN_ABS
                 },
-            });
+            };
+            want.push(((base + u64::from(s.st_name)) as u32, seen));
         }
+        base += f.strs.len() as u64;
     }
+    want
+}
+
+/// Checks a snapshot against its inputs without the engine: every input symbol once
+/// as [`expected`] says; locals first with sh_info right after them; entry 0 null.
+pub fn verify<F: AsFile>(files: &[F], bytes: &[u8]) {
+    let (got, sh_info) = read_symbols(bytes).expect("the snapshot parses as ELF");
+    let mut want: Vec<Seen> = expected(files).into_iter().map(|(_, s)| s).collect();
     let locals = want.iter().filter(|s| s.info >> 4 == STB_LOCAL).count();
     assert_eq!(
         sh_info as usize, locals,

@@ -1,15 +1,22 @@
-//! Linker files of the simulated kernel: read from real ELF files (compiled by the
-//! tests with the system C compiler, or given on a command line), or synthesised in
-//! memory, optionally lying about their tables the way a broken linker file would.
+//! Linker files as the tests model them, shared by every test binary, bench and
+//! example (the simulator's, and the engine and consumer tests' through
+//! tests/common/mod.rs): read from real ELF files (compiled by the tests with the
+//! system C compiler, or given on a command line), or synthesised in memory,
+//! optionally lying about their tables the way a broken linker file would; what
+//! `LINKER_SYMBOL_VALUES` resolves for them; the C compiler and the compiled inputs
+//! of the simulator tests.
+//!
+//! Everything ELF here is read with the `object` crate or spelled out from the ELF
+//! specification, never taken from the crate (src/elf.rs), so that the tests do not
+//! check the crate against itself.
 
 use ksyms::elf::Elf64Sym;
 use ksyms::snapshot::LinkerFile;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-// ELF constants from the ELF specification (not the crate's, so the simulator does not
-// check the crate against itself).
+// ELF constants from the ELF specification (not the crate's).
 pub const SHN_UNDEF: u16 = 0;
 pub const SHN_LORESERVE: u16 = 0xff00;
 pub const SHN_ABS: u16 = 0xfff1;
@@ -20,15 +27,28 @@ pub const STB_WEAK: u8 = 2;
 pub const STT_NOTYPE: u8 = 0;
 pub const STT_OBJECT: u8 = 1;
 pub const STT_FUNC: u8 = 2;
-const SHT_SYMTAB: u32 = 2;
-const SHT_DYNSYM: u32 = 11;
+pub const STT_SECTION: u8 = 3;
+pub const STT_FILE: u8 = 4;
+pub const STT_GNU_IFUNC: u8 = 10;
+pub const SHT_SYMTAB: u32 = 2;
+pub const SHT_DYNSYM: u32 = 11;
 const SHF_ALLOC: u64 = 2;
 const ET_REL: u16 = 1;
 const ET_DYN: u16 = 3;
 
+/// The kernel's link address (FreeBSD/amd64's KERNBASE + 2 MiB).
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8020_0000;
+/// Where the module load areas start.
+pub const MODULE_BASE: u64 = 0xffff_ffff_8280_0000;
+
 /// Where the simulated kernel linker "loads" module number `n`.
 pub fn module_base(n: u64) -> u64 {
-    0xffff_ffff_8280_0000 + n * 0x40_0000
+    MODULE_BASE + n * 0x40_0000
+}
+
+/// `ELF64_ST_INFO`.
+pub fn info(bind: u8, kind: u8) -> u8 {
+    (bind << 4) | (kind & 0xf)
 }
 
 /// What `LINKER_SYMBOL_VALUES` reports for a file's symbols.
@@ -64,6 +84,15 @@ pub struct Lie {
     pub strtab_len: Option<i64>,
     /// Report a NULL string table.
     pub strtab_null: bool,
+}
+
+/// Which symbol table [`SimFile::from_elf_at`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableRead {
+    /// Its section index.
+    pub index: usize,
+    /// SHT_SYMTAB, or SHT_DYNSYM when the file has no `.symtab`.
+    pub sh_type: u32,
 }
 
 /// One linker file.
@@ -178,9 +207,30 @@ impl SimFile {
         (self.syms.len(), self.strs.len())
     }
 
+    /// A truthful linker file.
+    pub fn new(name: &str, syms: Vec<Elf64Sym>, strs: Vec<u8>, values: Values) -> SimFile {
+        SimFile {
+            name: name.to_string(),
+            syms,
+            strs,
+            values,
+            lie: Lie::default(),
+        }
+    }
+
     /// Reads `.symtab` (or, failing that, `.dynsym`) of an ELF file. `module` is None for
     /// the kernel (absolute values), else the module number that picks its load area.
     pub fn from_elf(name: &str, data: &[u8], module: Option<u64>) -> Result<SimFile, String> {
+        SimFile::from_elf_at(name, data, module.map(module_base)).map(|(f, _)| f)
+    }
+
+    /// [`SimFile::from_elf`] with the load address itself (None for the kernel); also
+    /// says which table it read.
+    pub fn from_elf_at(
+        name: &str,
+        data: &[u8],
+        base: Option<u64>,
+    ) -> Result<(SimFile, TableRead), String> {
         use object::read::elf::{FileHeader, SectionHeader};
         use object::Endianness;
         let hdr = object::elf::FileHeader64::<Endianness>::parse(data)
@@ -189,11 +239,19 @@ impl SimFile {
         let sections = hdr
             .sections(endian, data)
             .map_err(|e| format!("{name}: section headers: {e}"))?;
-        let symtab = sections
-            .iter()
-            .find(|s| s.sh_type(endian) == SHT_SYMTAB)
-            .or_else(|| sections.iter().find(|s| s.sh_type(endian) == SHT_DYNSYM))
+        let of_type = |t: u32| {
+            sections
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.sh_type(endian) == t)
+        };
+        let (index, symtab) = of_type(SHT_SYMTAB)
+            .or_else(|| of_type(SHT_DYNSYM))
             .ok_or_else(|| format!("{name}: no .symtab and no .dynsym"))?;
+        let read = TableRead {
+            index,
+            sh_type: symtab.sh_type(endian),
+        };
         let raw = symtab
             .data(endian, data)
             .map_err(|e| format!("{name}: symbol table: {e}"))?;
@@ -212,43 +270,34 @@ impl SimFile {
             .to_vec();
         let little = hdr.is_little_endian();
         let syms: Vec<Elf64Sym> = raw.chunks_exact(24).map(|b| sym_from(b, little)).collect();
-        let values = match module {
+        let values = match base {
             None => Values::Absolute,
-            Some(n) => {
-                let base = module_base(n);
-                match hdr.e_type(endian) {
-                    ET_REL => {
-                        // Allocated sections one after another, as link_elf_obj lays
-                        // out a .ko.
-                        let mut cursor = base;
-                        let mut bases = Vec::new();
-                        for s in sections.iter() {
-                            if s.sh_flags(endian) & SHF_ALLOC != 0 {
-                                let align = s.sh_addralign(endian).max(1);
-                                cursor = cursor.div_ceil(align) * align;
-                                bases.push(Some(cursor));
-                                cursor += s.sh_size(endian).max(1);
-                            } else {
-                                bases.push(None);
-                            }
-                        }
-                        Values::Sections {
-                            bases,
-                            common: cursor.div_ceil(64) * 64,
+            Some(base) => match hdr.e_type(endian) {
+                ET_REL => {
+                    // Allocated sections one after another, as link_elf_obj lays out
+                    // a .ko.
+                    let mut cursor = base;
+                    let mut bases = Vec::new();
+                    for s in sections.iter() {
+                        if s.sh_flags(endian) & SHF_ALLOC != 0 {
+                            let align = s.sh_addralign(endian).max(1);
+                            cursor = cursor.div_ceil(align) * align;
+                            bases.push(Some(cursor));
+                            cursor += s.sh_size(endian).max(1);
+                        } else {
+                            bases.push(None);
                         }
                     }
-                    ET_DYN => Values::Base(base),
-                    _ => Values::Base(0),
+                    Values::Sections {
+                        bases,
+                        common: cursor.div_ceil(64) * 64,
+                    }
                 }
-            }
+                ET_DYN => Values::Base(base),
+                _ => Values::Base(0),
+            },
         };
-        Ok(SimFile {
-            name: name.to_string(),
-            syms,
-            strs,
-            values,
-            lie: Lie::default(),
-        })
+        Ok((SimFile::new(name, syms, strs, values), read))
     }
 
     pub fn from_path(path: &Path, module: Option<u64>) -> Result<SimFile, String> {
@@ -452,21 +501,63 @@ pub fn cc() -> String {
         .unwrap_or(false);
     assert!(
         ok,
-        "C compiler `{cc}` not found: the simulator tests compile their linker files (install gcc)"
+        "C compiler `{cc}` not found: these tests compile their ELF inputs (install gcc)"
     );
     cc
 }
 
-fn run(cmd: &mut Command) {
+/// Runs a command and returns its stdout; panics with its output when it fails.
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is the tool installed?)"));
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}\n{}",
+        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
         out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Links `src` into a static ET_EXEC "kernel" with `.symtab`, linked at
+/// [`KERNEL_BASE`], entry `_start`, no libc.
+pub fn link_kernel(cc: &str, flags: &[&str], src: &Path, out: &Path) {
+    run(Command::new(cc)
+        .args(flags)
+        .args([
+            "-fno-pic",
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+            "-Wl,-e,_start",
+        ])
+        .arg(format!("-Wl,-Ttext-segment={KERNEL_BASE:#x}"))
+        .arg("-o")
+        .arg(out)
+        .arg(src));
+}
+
+/// Compiles `src` into a relocatable object (what link_elf_obj loads as a `.ko`);
+/// `split`: one section per function and per object.
+pub fn compile_module(cc: &str, flags: &[&str], split: bool, src: &Path, out: &Path) {
+    let mut cmd = Command::new(cc);
+    cmd.args(flags).arg("-c");
+    if split {
+        cmd.args(["-ffunction-sections", "-fdata-sections"]);
+    }
+    run(cmd.arg("-o").arg(out).arg(src));
+}
+
+/// Links `src` into a shared object without libc; `strip`: only `.dynsym` is left.
+pub fn link_shared(cc: &str, flags: &[&str], strip: bool, src: &Path, out: &Path) {
+    let mut cmd = Command::new(cc);
+    cmd.args(flags).args(["-fPIC", "-shared", "-nostdlib"]);
+    if strip {
+        cmd.arg("-s");
+    }
+    run(cmd.arg("-o").arg(out).arg(src));
 }
 
 /// A C translation unit: `funcs` static and global functions (and weak ones),
@@ -550,12 +641,8 @@ pub const MODULES: usize = 6;
 
 fn compile_inputs() -> Compiled {
     let cc = cc();
-    let dir: PathBuf = std::env::temp_dir().join(format!(
-        "ksyms-sim-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
     let common = [
         "-O0",
         "-fcommon",
@@ -566,26 +653,9 @@ fn compile_inputs() -> Compiled {
     let ksrc = dir.join("kernel.c");
     std::fs::write(&ksrc, c_source("kern", true, 40, 12)).unwrap();
     let kpath = dir.join("kernel");
-    run(Command::new(&cc)
-        .args(common)
-        .args([
-            "-fno-pic",
-            "-nostdlib",
-            "-static",
-            "-no-pie",
-            "-Wl,-e,_start",
-        ])
-        .arg("-Wl,-Ttext-segment=0xffffffff80200000")
-        .arg("-o")
-        .arg(&kpath)
-        .arg(&ksrc));
+    link_kernel(&cc, &common, &ksrc, &kpath);
     let kdyn = dir.join("kernel_dynsym.so");
-    run(Command::new(&cc)
-        .args(common)
-        .args(["-fPIC", "-shared", "-nostdlib", "-s"])
-        .arg("-o")
-        .arg(&kdyn)
-        .arg(&ksrc));
+    link_shared(&cc, &common, true, &ksrc, &kdyn);
 
     let mut modules = Vec::new();
     for m in 0..MODULES {
@@ -593,30 +663,18 @@ fn compile_inputs() -> Compiled {
         let src = dir.join(format!("{tag}.c"));
         std::fs::write(&src, c_source(&tag, false, 10 + 7 * m, 3 + m)).unwrap();
         let obj = dir.join(format!("{tag}.o"));
-        let mut cmd = Command::new(&cc);
-        cmd.args(common).arg("-c");
-        if m % 3 == 1 {
-            cmd.args(["-ffunction-sections", "-fdata-sections"]);
-        }
-        run(cmd.arg("-o").arg(&obj).arg(&src));
+        compile_module(&cc, &common, m % 3 == 1, &src, &obj);
         modules.push(SimFile::from_path(&obj, Some(m as u64 + 1)).unwrap());
     }
     let ssrc = dir.join("simshared.c");
     std::fs::write(&ssrc, c_source("simshared", false, 9, 3)).unwrap();
     let so = dir.join("simshared.so");
-    run(Command::new(&cc)
-        .args(common)
-        .args(["-fPIC", "-shared", "-nostdlib"])
-        .arg("-o")
-        .arg(&so)
-        .arg(&ssrc));
+    link_shared(&cc, &common, false, &ssrc, &so);
 
-    let out = Compiled {
+    Compiled {
         kernel: SimFile::from_path(&kpath, None).unwrap(),
         kernel_dynsym: SimFile::from_path(&kdyn, None).unwrap(),
         modules,
         shared_module: SimFile::from_path(&so, Some(MODULES as u64 + 1)).unwrap(),
-    };
-    std::fs::remove_dir_all(&dir).ok();
-    out
+    }
 }
