@@ -8,6 +8,11 @@
 //!
 //! Run: `cargo bench --bench snapshot` (or `sh tests/bench.sh`). Takes a few seconds.
 
+#[allow(dead_code)]
+#[path = "../tests/sim/files.rs"]
+mod files;
+
+use files::{info, Rng, SimFile, Values, KERNEL_BASE, MODULE_BASE, SHN_UNDEF};
 use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
 use ksyms::snapshot::{self, LinkerFile, SliceSink};
 use ksyms::Result;
@@ -20,56 +25,41 @@ const MODULE_SYMBOLS: usize = 1_500;
 /// What src/device.rs gives the writer.
 const SCRATCH: usize = 256;
 
-/// A linker file in memory; a module resolves a defined symbol to the load address
-/// of its section plus its value, as link_elf_obj's symbol_values does.
-struct File {
-    kernel: bool,
-    syms: Vec<Elf64Sym>,
-    strs: Vec<u8>,
-    section_base: Vec<u64>,
-}
-
-impl LinkerFile for File {
-    fn is_kernel(&self) -> bool {
-        self.kernel
-    }
-    fn symbols(&self) -> Result<&[Elf64Sym]> {
-        Ok(&self.syms)
-    }
-    fn strings(&self) -> Result<&[u8]> {
-        Ok(&self.strs)
-    }
-    fn symbol_value(&self, _index: usize, sym: &Elf64Sym) -> Option<u64> {
-        if sym.st_shndx == 0 {
-            return None;
-        }
-        self.section_base
-            .get(usize::from(sym.st_shndx))
-            .map(|base| base.wrapping_add(sym.st_value))
-    }
-}
-
-/// xorshift64*: the same tables on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// `locals_first`: each file's locals before its other symbols, as in every ELF
 /// symbol table a linker writes (sh_info), so as the kernel linker holds them; else
 /// bindings in random order, the writer's worst case.
-fn file(rng: &mut Rng, kernel: bool, count: usize, base: u64, locals_first: bool) -> File {
+/// A file as the engine sees it, with the least a kernel linker does per symbol
+/// (the callback's cost is part of what is measured, so no checks beyond
+/// link_elf_obj's): undefined resolves to nothing, else the load address of the
+/// symbol's section plus its value.
+struct Held<'a>(&'a SimFile);
+
+impl LinkerFile for Held<'_> {
+    fn is_kernel(&self) -> bool {
+        self.0.is_kernel_file()
+    }
+    fn symbols(&self) -> Result<&[Elf64Sym]> {
+        Ok(&self.0.syms)
+    }
+    fn strings(&self) -> Result<&[u8]> {
+        Ok(&self.0.strs)
+    }
+    fn symbol_value(&self, _index: usize, sym: &Elf64Sym) -> Option<u64> {
+        match &self.0.values {
+            Values::Sections { bases, .. } if sym.st_shndx != SHN_UNDEF => bases
+                .get(usize::from(sym.st_shndx))
+                .copied()
+                .flatten()
+                .map(|base| base.wrapping_add(sym.st_value)),
+            _ => None,
+        }
+    }
+}
+
+/// A module resolves a defined symbol to the load address of its section (sections
+/// 1 to 8, 64 KiB apart from `base`) plus its value, as link_elf_obj's symbol_values
+/// does.
+fn file(rng: &mut Rng, kernel: bool, count: usize, base: u64, locals_first: bool) -> SimFile {
     let mut syms = vec![Elf64Sym::default()];
     let mut strs = vec![0u8];
     for _ in 1..count {
@@ -91,11 +81,11 @@ fn file(rng: &mut Rng, kernel: bool, count: usize, base: u64, locals_first: bool
         };
         syms.push(Elf64Sym {
             st_name,
-            st_info: (bind << 4) | kind,
+            st_info: info(bind, kind),
             st_other: 0,
             st_shndx: shndx,
             st_value: if kernel {
-                0xffff_ffff_8020_0000 + rng.below(1 << 24)
+                KERNEL_BASE + rng.below(1 << 24)
             } else {
                 rng.below(1 << 16)
             },
@@ -105,12 +95,15 @@ fn file(rng: &mut Rng, kernel: bool, count: usize, base: u64, locals_first: bool
     if locals_first {
         syms.sort_by_key(|s| s.st_info >> 4 != 0);
     }
-    File {
-        kernel,
-        syms,
-        strs,
-        section_base: (0..9).map(|s| base + s * 0x1_0000).collect(),
-    }
+    let values = if kernel {
+        Values::Absolute
+    } else {
+        Values::Sections {
+            bases: (0..9).map(|s| Some(base + s * 0x1_0000)).collect(),
+            common: base + 9 * 0x1_0000,
+        }
+    };
+    SimFile::new(if kernel { "kernel" } else { "module" }, syms, strs, values)
 }
 
 /// Best and median of `rounds` timings of `f`.
@@ -130,18 +123,18 @@ fn rate(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64()
 }
 
-fn files(locals_first: bool) -> Vec<File> {
+fn files(locals_first: bool) -> Vec<SimFile> {
     let mut rng = Rng(0x006b_7379_6d73);
     let mut files = vec![file(&mut rng, true, KERNEL_SYMBOLS, 0, locals_first)];
     for m in 0..MODULES as u64 {
-        let base = 0xffff_ffff_8280_0000 + m * 0x100_0000;
+        let base = MODULE_BASE + m * 0x100_0000;
         files.push(file(&mut rng, false, MODULE_SYMBOLS, base, locals_first));
     }
     files
 }
 
 /// Census + write of `files` into `out`, as an open does.
-fn build(files: &[File], out: &mut [u8], scratch: &mut [Elf64Sym]) {
+fn build(files: &[Held<'_>], out: &mut [u8], scratch: &mut [Elf64Sym]) {
     let layout = snapshot::census(black_box(files))
         .and_then(|c| c.layout())
         .expect("layout");
@@ -167,7 +160,11 @@ fn report(what: &str, size: u64, best: Duration, median: Duration) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run once.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let sets = [files(true), files(false)];
+    let tables = [files(true), files(false)];
+    let sets: Vec<Vec<Held<'_>>> = tables
+        .iter()
+        .map(|t| t.iter().map(Held).collect())
+        .collect();
     let layout = snapshot::census(&sets[0])
         .and_then(|c| c.layout())
         .expect("layout");
