@@ -168,28 +168,20 @@ fn empty_tables_among_files() {
     let mut rng = Rng(7);
     let mut files = vec![synthetic(&mut rng, "kernel", true, 40, 1, 12)];
     // No symbols, no strings; no symbols but strings; strings of empty names only.
-    files.push(SimFile {
-        name: "empty".into(),
-        syms: vec![],
-        strs: vec![],
-        values: Values::Table(vec![]),
-        lie: Lie::default(),
-    });
-    files.push(SimFile {
-        name: "strings only".into(),
-        syms: vec![],
-        strs: b"\0abc\0".to_vec(),
-        values: Values::Table(vec![]),
-        lie: Lie::default(),
-    });
+    files.push(SimFile::new("empty", vec![], vec![], Values::Table(vec![])));
+    files.push(SimFile::new(
+        "strings only",
+        vec![],
+        b"\0abc\0".to_vec(),
+        Values::Table(vec![]),
+    ));
     files.push(synthetic(&mut rng, "m1", false, 30, 0, 5));
-    files.push(SimFile {
-        name: "null only".into(),
-        syms: vec![Elf64Sym::default()],
-        strs: b"\0".to_vec(),
-        values: Values::Table(vec![None]),
-        lie: Lie::default(),
-    });
+    files.push(SimFile::new(
+        "null only",
+        vec![Elf64Sym::default()],
+        b"\0".to_vec(),
+        Values::Table(vec![None]),
+    ));
     let bytes = build(&files);
     check_snapshot(&files, &bytes);
 }
@@ -453,13 +445,7 @@ fn one_module(syms: Vec<Elf64Sym>, strs: &[u8]) -> Vec<SimFile> {
     let n = syms.len();
     vec![
         kernel,
-        SimFile {
-            name: "bad".into(),
-            syms,
-            strs: strs.to_vec(),
-            values: Values::Table(vec![None; n]),
-            lie: Lie::default(),
-        },
+        SimFile::new("bad", syms, strs.to_vec(), Values::Table(vec![None; n])),
     ]
 }
 
@@ -524,13 +510,12 @@ fn first_symbol_must_be_null() {
 /// global. Such a set is refused before anything is written.
 #[test]
 fn symbols_without_any_local_are_refused() {
-    let files = vec![SimFile {
-        name: "kernel without its null symbol".into(),
-        syms: vec![named(1), named(5)],
-        strs: b"\0foo\0bar\0".to_vec(),
-        values: Values::Absolute,
-        lie: Lie::default(),
-    }];
+    let files = vec![SimFile::new(
+        "kernel without its null symbol",
+        vec![named(1), named(5)],
+        b"\0foo\0bar\0".to_vec(),
+        Values::Absolute,
+    )];
     let layout = snapshot::census(&files).unwrap().layout().unwrap();
     let mut sink = CoverageSink::new(layout.size());
     let mut scratch = [Elf64Sym::default(); 8];
@@ -662,17 +647,16 @@ fn file_from(spec: &FileSpec, kernel: bool) -> SimFile {
             Some(rng.next())
         });
     }
-    SimFile {
-        name: format!("seed {}", spec.seed),
+    SimFile::new(
+        &format!("seed {}", spec.seed),
         syms,
         strs,
-        values: if kernel {
+        if kernel {
             Values::Absolute
         } else {
             Values::Table(values)
         },
-        lie: Lie::default(),
-    }
+    )
 }
 
 fn file_spec() -> impl Strategy<Value = FileSpec> {

@@ -437,7 +437,7 @@ pub fn check_snapshot(files: &[SimFile], bytes: &[u8]) {
     }
 
     // (st_name, the rest): every field of every entry, as a multiset.
-    let mut got: Vec<(u32, check::Seen)> = p
+    let got: Vec<(u32, check::Seen)> = p
         .syms
         .iter()
         .map(|s| {
@@ -452,22 +452,7 @@ pub fn check_snapshot(files: &[SimFile], bytes: &[u8]) {
             (s.st_name, seen)
         })
         .collect();
-    let mut want = check::expected(files);
-    got.sort();
-    want.sort();
-    if got != want {
-        let first = got
-            .iter()
-            .zip(&want)
-            .find(|(g, w)| g != w)
-            .map(|(g, w)| format!("got {g:?}\nwant {w:?}"));
-        panic!(
-            "symbols differ ({} got, {} wanted); first difference:\n{}",
-            got.len(),
-            want.len(),
-            first.unwrap_or_default()
-        );
-    }
+    check::assert_same_symbols(got, check::expected(files));
 }
 
 // ---------------------------------------------------------------------------

@@ -99,7 +99,7 @@ pub fn expected<F: AsFile>(files: &[F]) -> Vec<(u32, Seen)> {
 /// as [`expected`] says; locals first with sh_info right after them; entry 0 null.
 pub fn verify<F: AsFile>(files: &[F], bytes: &[u8]) {
     let (got, sh_info) = read_symbols(bytes).expect("the snapshot parses as ELF");
-    let mut want: Vec<Seen> = expected(files).into_iter().map(|(_, s)| s).collect();
+    let want: Vec<Seen> = expected(files).into_iter().map(|(_, s)| s).collect();
     let locals = want.iter().filter(|s| s.info >> 4 == STB_LOCAL).count();
     assert_eq!(
         sh_info as usize, locals,
@@ -125,19 +125,24 @@ pub fn verify<F: AsFile>(files: &[F], bytes: &[u8]) {
             "entry 0 is not the null symbol"
         );
     }
-    let mut got_sorted = got;
-    got_sorted.sort();
+    assert_same_symbols(got, want);
+}
+
+/// Fails, showing the first difference, unless `got` and `want` hold the same symbols
+/// as multisets (in any order).
+pub fn assert_same_symbols<T: Ord + std::fmt::Debug>(mut got: Vec<T>, mut want: Vec<T>) {
+    got.sort();
     want.sort();
-    if got_sorted != want {
-        let diff = got_sorted
+    if got != want {
+        let diff = got
             .iter()
             .zip(&want)
             .find(|(g, w)| g != w)
             .map(|(g, w)| format!("got  {g:?}\nwant {w:?}"))
             .unwrap_or_default();
         panic!(
-            "snapshot symbols differ from the inputs ({} got, {} wanted):\n{diff}",
-            got_sorted.len(),
+            "snapshot symbols differ from the inputs ({} got, {} wanted); first difference:\n{diff}",
+            got.len(),
             want.len()
         );
     }

@@ -179,13 +179,12 @@ impl SimFile {
             Values::Table(t) => Values::Table(t.iter().take(n).copied().collect()),
             v => v.clone(),
         };
-        Some(SimFile {
-            name: self.name.clone(),
-            syms: self.syms[..n].to_vec(),
-            strs: self.strs[..s].to_vec(),
+        Some(SimFile::new(
+            &self.name,
+            self.syms[..n].to_vec(),
+            self.strs[..s].to_vec(),
             values,
-            lie: Lie::default(),
-        })
+        ))
     }
 
     /// Whether a snapshot of this file (as [`SimFile::effective`]) is well-formed input:
@@ -371,17 +370,16 @@ impl SimFile {
                 None
             });
         }
-        SimFile {
-            name: name.to_string(),
+        SimFile::new(
+            name,
             syms,
             strs,
-            values: if kernel {
+            if kernel {
                 Values::Absolute
             } else {
                 Values::Table(table)
             },
-            lie: Lie::default(),
-        }
+        )
     }
 }
 
