@@ -94,10 +94,12 @@ pub struct State {
 // the Locked static.
 unsafe impl Send for State {}
 
-/// Whether `State::opens` is non-empty, readable without the lock: the
-/// process_exit and process_exec events arrive for every process in the system,
-/// and most of the time there is no open for them to look at. Written under the
-/// lock whenever the list changes.
+/// Whether an open exists, or an opener may still be having its mapping removed;
+/// readable without the lock: the process_exit and process_exec events arrive for
+/// every process in the system, and most of the time there is nothing for them to
+/// look at. Written under the lock: set when an open is published, cleared only
+/// once the list is empty and the last retirement's unmapping is over, so that an
+/// event that sees it clear knows nobody is touching its process.
 static ANY_OPEN: AtomicBool = AtomicBool::new(false);
 
 static STATE: Locked<State> = Locked::new(State {
@@ -168,7 +170,6 @@ impl State {
         let next = unsafe { entry.as_ref() }.link(self).next.take();
         if self.opens == Some(entry) {
             self.opens = next;
-            ANY_OPEN.store(self.opens.is_some(), Ordering::SeqCst);
             return;
         }
         let mut cur = self.opens;
@@ -269,6 +270,7 @@ unsafe fn retire(ptr: NonNull<OpenFile>) {
     // SAFETY: ptr left the list, and the caller hands over its ownership (contract).
     let entry = unsafe { KBox::from_raw(ptr) };
     entry.unmap_from_opener(&mut st);
+    ANY_OPEN.store(st.opens.is_some(), Ordering::SeqCst);
     drop(st);
     drop(entry);
 }
@@ -454,10 +456,12 @@ pub fn kld_changed() {
 
 /// A process exits or execs: its address space, with our mapping, goes away.
 ///
-/// Without any open there is nothing to forget, and no lock is taken: an open of
-/// `p` itself cannot be under way, since the kernel has stopped p's other threads
-/// before it signals the exit or exec, and those threads published their opens
-/// under the lock, which orders them before this load.
+/// Without any open there is nothing to forget, and no lock is taken: no
+/// destructor is unmapping from `p` (ANY_OPEN stays set until that is over), and
+/// an open of `p` itself cannot be under way, since the kernel has stopped p's other
+/// threads before it signals the exit or exec, and those threads published their
+/// opens under the lock, which orders them before this load. Otherwise the lock is
+/// taken, which also waits for a destructor unmapping from `p` right now.
 pub fn proc_gone(p: Proc) {
     if !ANY_OPEN.load(Ordering::SeqCst) {
         return;
