@@ -322,6 +322,14 @@ struct Model {
 }
 
 impl Model {
+    /// Every descriptor of every process, as (process, descriptor).
+    fn descriptors(&self) -> Vec<(Pid, Fd)> {
+        self.procs
+            .iter()
+            .flat_map(|(&p, mp)| mp.fds.keys().map(move |&f| (p, f)))
+            .collect()
+    }
+
     fn live_files(&self) -> impl Iterator<Item = u64> + '_ {
         let mut v: Vec<u64> = self
             .procs
@@ -532,11 +540,7 @@ fn sequence(seed: u64, ops: usize) {
                 "open"
             }
             24..=37 => {
-                let fds: Vec<(Pid, Fd)> = m
-                    .procs
-                    .iter()
-                    .flat_map(|(&p, mp)| mp.fds.keys().map(move |&f| (p, f)))
-                    .collect();
+                let fds = m.descriptors();
                 let Some((p, fd)) = pick(&mut rng, &fds) else {
                     continue;
                 };
@@ -563,11 +567,7 @@ fn sequence(seed: u64, ops: usize) {
                 "read"
             }
             38..=45 => {
-                let fds: Vec<(Pid, Fd)> = m
-                    .procs
-                    .iter()
-                    .flat_map(|(&p, mp)| mp.fds.keys().map(move |&f| (p, f)))
-                    .collect();
+                let fds = m.descriptors();
                 let Some((p, fd)) = pick(&mut rng, &fds) else {
                     continue;
                 };
@@ -592,11 +592,7 @@ fn sequence(seed: u64, ops: usize) {
                 "ioctl"
             }
             46..=55 => {
-                let fds: Vec<(Pid, Fd)> = m
-                    .procs
-                    .iter()
-                    .flat_map(|(&p, mp)| mp.fds.keys().map(move |&f| (p, f)))
-                    .collect();
+                let fds = m.descriptors();
                 let Some((p, fd)) = pick(&mut rng, &fds) else {
                     continue;
                 };
@@ -681,11 +677,7 @@ fn sequence(seed: u64, ops: usize) {
                 "munmap"
             }
             62..=72 => {
-                let fds: Vec<(Pid, Fd)> = m
-                    .procs
-                    .iter()
-                    .flat_map(|(&p, mp)| mp.fds.keys().map(move |&f| (p, f)))
-                    .collect();
+                let fds = m.descriptors();
                 let Some((p, fd)) = pick(&mut rng, &fds) else {
                     continue;
                 };
@@ -709,11 +701,7 @@ fn sequence(seed: u64, ops: usize) {
                 "fork"
             }
             77..=79 => {
-                let fds: Vec<(Pid, Fd)> = m
-                    .procs
-                    .iter()
-                    .flat_map(|(&p, mp)| mp.fds.keys().map(move |&f| (p, f)))
-                    .collect();
+                let fds = m.descriptors();
                 let (Some((p, fd)), Some(q)) = (pick(&mut rng, &fds), pick(&mut rng, &pids)) else {
                     continue;
                 };
