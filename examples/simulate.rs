@@ -1,6 +1,8 @@
 //! Builds a /dev/ksyms snapshot on Linux by running the real device code on the
 //! simulated kernel of the tests (tests/sim): the first ELF file plays the kernel
-//! (linker file 1, absolute values from `.symtab`, else `.dynsym`), the others play
+//! (linker file 1, absolute values from `.symtab`, else `.dynsym`; a shared object's
+//! values, offsets from its load address, are placed at FreeBSD/amd64's kernel
+//! address), the others play
 //! loaded modules (`.o` files or shared objects, "loaded" at made-up addresses).
 //! It opens the device through `ksyms_rs_open`, reads it all with `ksyms_rs_read`,
 //! writes the bytes to the `-o` file, closes, unloads, and checks that nothing leaked.
@@ -12,7 +14,7 @@
 #[path = "../tests/sim/mod.rs"]
 mod sim;
 
-use sim::files::SimFile;
+use sim::files::{SimFile, KERNEL_BASE, SHN_LORESERVE, SHN_UNDEF};
 use sim::{Kernel, FREAD, KIOCGSIZE};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,8 +48,15 @@ fn run() -> Result<String, String> {
         }
     }
     let out = out.ok_or(USAGE)?;
-    let (kernel, modules) = inputs.split_first().ok_or(USAGE)?;
-    let kernel = SimFile::from_path(kernel, None)?;
+    let (kernel_path, modules) = inputs.split_first().ok_or(USAGE)?;
+    let mut kernel = SimFile::from_path(kernel_path, None)?;
+    if is_shared_object(kernel_path)? {
+        for sym in &mut kernel.syms {
+            if sym.st_shndx != SHN_UNDEF && sym.st_shndx < SHN_LORESERVE {
+                sym.st_value = sym.st_value.wrapping_add(KERNEL_BASE);
+            }
+        }
+    }
     let modules = modules
         .iter()
         .enumerate()
@@ -86,4 +95,14 @@ fn run() -> Result<String, String> {
         bytes.len(),
         out.display()
     ))
+}
+
+/// Whether `path` is an ELF shared object (`e_type` ET_DYN, little endian).
+fn is_shared_object(path: &std::path::Path) -> Result<bool, String> {
+    use std::io::Read;
+    let mut head = [0u8; 18];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(head[16..] == 3u16.to_le_bytes())
 }
