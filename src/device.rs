@@ -271,8 +271,13 @@ unsafe fn retire(ptr: NonNull<OpenFile>) {
     let entry = unsafe { KBox::from_raw(ptr) };
     entry.unmap_from_opener(&mut st);
     ANY_OPEN.store(st.opens.is_some(), Ordering::SeqCst);
-    drop(st);
+    // Freed with the lock still held: as a cdevpriv destructor, this runs outside
+    // any count that destroy_dev(9) waits for, so once the lock is released a
+    // kldunload may find no open and unload this code. Releasing the object's
+    // reference (which may sleep) must not come after that; the lock order
+    // (ksyms_lock, then VM object locks) allows it here.
     drop(entry);
+    drop(st);
 }
 
 /// The per-open state of an open in progress: snapshot, then mapping. Nothing is

@@ -513,6 +513,38 @@ fn enter(pid: Option<Pid>, fp: Option<u64>, opening: bool) -> CtxGuard {
 
 thread_local! {
     static NO_UNWIND: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread is inside the cdevpriv destructor.
+    static IN_DTOR: Cell<bool> = const { Cell::new(false) };
+}
+
+/// devfs runs the cdevpriv destructor outside any count destroy_dev(9) waits for:
+/// once it releases ksyms_lock, a kldunload may find no open left and unload the
+/// module under it. So whatever the destructor does after taking the lock, it must
+/// do before releasing it; a kernel service called from the destructor without the
+/// lock held is reported.
+fn dtor_service(name: &str) {
+    if IN_DTOR.with(Cell::get) && !KSYMS.held_by_me() {
+        report(format!(
+            "{name} called by the cdevpriv destructor without ksyms_lock: \
+             a concurrent kldunload could have unloaded the code by then"
+        ));
+    }
+}
+
+/// Marks the destructor's run on this thread.
+struct InDtor;
+
+impl InDtor {
+    fn new() -> InDtor {
+        IN_DTOR.with(|d| d.set(true));
+        InDtor
+    }
+}
+
+impl Drop for InDtor {
+    fn drop(&mut self) {
+        IN_DTOR.with(|d| d.set(false));
+    }
 }
 
 /// Marks code a panic cannot unwind out of (kpi services and device entry points are
@@ -552,9 +584,13 @@ fn ctx() -> Ctx {
 }
 
 fn run_hooks(hooks: Vec<HookFn>) {
+    // A hook stands for another thread's action (a kldload, an exit): it is not
+    // the destructor's own work, even when it runs inside it.
+    let in_dtor = IN_DTOR.with(|d| d.replace(false));
     for h in hooks {
         h(Sim);
     }
+    IN_DTOR.with(|d| d.set(in_dtor));
 }
 
 /// Counts a call of `kind`, runs the hooks due, and says whether to fail it.
@@ -599,6 +635,7 @@ pub extern "C" fn kpi_malloc(size: usize) -> *mut c_void {
 pub extern "C" fn kpi_free(p: *mut c_void) {
     let _nu = NoUnwind::new();
     bump(Kind::Free);
+    dtor_service("kpi_free");
     if p.is_null() {
         return;
     }
@@ -811,6 +848,7 @@ pub extern "C" fn kpi_object_ref(obj: *mut sys::vm_object) {
 #[no_mangle]
 pub extern "C" fn kpi_object_release(obj: *mut sys::vm_object) {
     let _nu = NoUnwind::new();
+    dtor_service("kpi_object_release");
     with(|w| {
         if let Some(id) = w.obj(obj, "kpi_object_release") {
             w.release_obj(id, "kpi_object_release");
@@ -1632,6 +1670,7 @@ impl Sim {
         if let Some(Dtor(p)) = dtor {
             let pid = ctx().pid;
             let _c = enter(pid, Some(fp), false);
+            let _d = InDtor::new();
             // SAFETY: devfs runs the destructor once, at the last reference.
             unsafe { sys::ksyms_rs_cdevpriv_dtor(p as *mut c_void) };
         }
