@@ -38,6 +38,7 @@
 #include <sys/mman.h>
 #include <sys/module.h>
 #include <sys/proc.h>
+#include <sys/resourcevar.h>
 #include <sys/rwlock.h>
 #include <sys/sx.h>
 #include <sys/sysctl.h>
@@ -180,9 +181,14 @@ kpi_object_alloc(uint64_t size)
 
 	if (size > (uint64_t)OFF_MAX - PAGE_MASK)
 		return (NULL);
-	/* Swap-backed and pageable; charged to the opener's credentials. */
+	/*
+	 * Swap-backed and pageable. Charged to no one's credentials: the
+	 * snapshot may be shared by every opener and outlive the first one
+	 * in the cache, and a charge would pin that opener's ucred (and
+	 * jail) until the next module change.
+	 */
 	return (vm_pager_allocate(OBJT_SWAP, NULL, round_page(size),
-	    VM_PROT_DEFAULT, 0, curthread->td_ucred));
+	    VM_PROT_DEFAULT, 0, NULL));
 }
 
 void
@@ -258,10 +264,16 @@ kpi_curproc(void)
 
 /*
  * Maps obj read-only (maximum protection read) and shared (MAP_SHARED, so
- * children forked later inherit it) into the current process, wherever the VM
- * system finds room: no hint, so no guess from RLIMIT_DATA. A 32-bit process's
- * map ends below 4 GiB (sv_maxuser, FREEBSD32_MAXUSER), and vm_map_find never
- * places anything past the map's end. The mapping gets its own reference.
+ * children forked later inherit it) into the current process, where the VM
+ * system finds room. The search starts where mmap(2) starts it for a file
+ * mapping given no address (kern_mmap_req): past the largest heap the process
+ * may grow, so that the snapshot lands neither just above page 0 nor inside
+ * the heap's range, which is where a search from 0 would put it in a process
+ * without ASLR (13.x's default). That is only a hint, never a fixed address:
+ * when there is no room above it, the search runs again from the bottom, so
+ * no limit value can make the mapping fail. A 32-bit process's map ends below
+ * 4 GiB (sv_maxuser, FREEBSD32_MAXUSER), and vm_map_find never places anything
+ * past the map's end. The mapping gets its own reference.
  * Returns 0 and the address in *uaddr, EINVAL for a size of 0 or too large,
  * else vm_mmap_object's errno (ENOMEM: no room).
  */
@@ -269,17 +281,28 @@ int
 kpi_map_object(struct vm_object *obj, uint64_t size, uint64_t *uaddr)
 {
 	struct thread *td;
-	vm_offset_t addr;
+	struct vmspace *vms;
+	vm_offset_t addr, hint;
+	rlim_t heap;
 	int error;
 
 	if (size == 0 || size > (uint64_t)OFF_MAX - PAGE_MASK)
 		return (EINVAL);
 	td = curthread;
-	addr = 0;
+	vms = td->td_proc->p_vmspace;
+	heap = lim_max(td, RLIMIT_DATA);
+	hint = 0;
+	if (heap < vm_map_max(&vms->vm_map) - (vm_offset_t)vms->vm_daddr)
+		hint = round_page((vm_offset_t)vms->vm_daddr + heap);
 	vm_object_reference(obj);
-	error = vm_mmap_object(&td->td_proc->p_vmspace->vm_map, &addr,
-	    round_page(size), VM_PROT_READ, VM_PROT_READ, MAP_SHARED, obj, 0,
-	    FALSE, td);
+	addr = hint;
+	error = vm_mmap_object(&vms->vm_map, &addr, round_page(size),
+	    VM_PROT_READ, VM_PROT_READ, MAP_SHARED, obj, 0, FALSE, td);
+	if (error == ENOMEM && hint != 0) {
+		addr = 0;
+		error = vm_mmap_object(&vms->vm_map, &addr, round_page(size),
+		    VM_PROT_READ, VM_PROT_READ, MAP_SHARED, obj, 0, FALSE, td);
+	}
 	if (error != 0) {
 		vm_object_deallocate(obj);
 		return (error);
