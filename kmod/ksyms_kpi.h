@@ -16,7 +16,8 @@
  * Lock order: the kernel linker's kld_sx, then ksyms_lock (kpi_lock), then VM
  * map and object locks. kpi_linker_foreach takes kld_sx, so it is never called
  * with ksyms_lock held; the kld_load/kld_unload handlers run with kld_sx held
- * and may take ksyms_lock. MOD_LOAD and MOD_UNLOAD also run with kld_sx held:
+ * and may take ksyms_lock. MOD_UNLOAD runs with kld_sx (and Giant) held,
+ * MOD_LOAD with Giant held and kld_sx released (linker_file_sysinit):
  * ksyms_rs_load and ksyms_rs_unload never walk the linker files (sx locks do
  * not recurse).
  */
