@@ -106,6 +106,13 @@ void
 kpi_lock(void)
 {
 
+	/*
+	 * Rust hands out one exclusive reference to its state per hold of
+	 * this lock; a recursive hold would give two. sx(9) catches recursion
+	 * only under INVARIANTS, so check here too.
+	 */
+	if (sx_xlocked(&ksyms_lock))
+		panic("ksyms: ksyms_lock taken recursively");
 	sx_xlock(&ksyms_lock);
 }
 

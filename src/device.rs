@@ -137,7 +137,10 @@ impl OpenFile {
     /// Removes the automatic mapping from the opener, if the opener is still there.
     fn unmap_from_opener(&self, st: &mut State) {
         if let (Some(opener), Some(addr)) = (self.link(st).opener, self.mapping) {
-            opener.unmap(addr, self.snapshot.size, &self.snapshot.object);
+            // SAFETY: we hold ksyms_lock (we have the State), and `opener` is still set,
+            // so proc_gone has not run for it: the process has neither exited nor
+            // exec'd, and its exit or exec event waits for the lock.
+            unsafe { opener.unmap(addr, self.snapshot.size, &self.snapshot.object) };
         }
     }
 }
@@ -251,7 +254,9 @@ pub fn open(fflags: i32) -> Result<()> {
 
     // Last: once cdevpriv is set, devfs owns the entry and runs the destructor even
     // if d_open then failed, so nothing may fail after it.
-    if let Err(e) = kpi::set_cdevpriv(ptr.cast::<c_void>()) {
+    // SAFETY: this is d_open, and ptr is an OpenFile from into_raw that only the
+    // destructor frees from now on.
+    if let Err(e) = unsafe { kpi::set_cdevpriv(ptr.cast::<c_void>()) } {
         // SAFETY: ptr came from into_raw above, and devfs did not take it.
         unsafe { retire(ptr) };
         return Err(e);
@@ -388,6 +393,9 @@ fn with_open<R>(f: impl FnOnce(&OpenFile) -> Result<R>) -> Result<R> {
     let ptr = kpi::get_cdevpriv()?.cast::<OpenFile>();
     // SAFETY: our cdevpriv is always an OpenFile published by open(); devfs keeps it
     // alive (the destructor cannot run) while a call on the open file is in progress.
+    // Several calls may share it at once: its `link` is only touched under ksyms_lock
+    // (OpenFile::link), `snapshot` and `mapping` never change after publication, and
+    // the VM object services used through it are thread-safe.
     f(unsafe { ptr.as_ref() })
 }
 

@@ -248,18 +248,28 @@ impl Proc {
     }
 
     /// Removes our mapping of `object` at `addr` from this process, if it is still
-    /// there. The caller holds ksyms_lock and knows the process has not exited or
-    /// exec'd since (those events take the lock and make us forget it).
-    pub fn unmap(self, addr: u64, size: u64, object: &VmObject) {
-        // SAFETY: p is alive (see above); the object is alive.
+    /// there.
+    ///
+    /// # Safety
+    /// The process is alive and has the address space the mapping was made in: the
+    /// caller holds ksyms_lock and has not seen its exit or exec event (those events
+    /// wait for the lock, and make the device forget the process as an opener).
+    pub unsafe fn unmap(self, addr: u64, size: u64, object: &VmObject) {
+        // SAFETY: the process is alive (contract); the object is alive (we hold a
+        // reference).
         unsafe { sys::kpi_unmap_object(self.0.as_ptr(), addr, size, object.as_ptr()) };
     }
 }
 
 /// Installs `priv_` as the current open file's devfs private data; from then on the
 /// kernel owns it and runs the destructor at the last close.
-pub fn set_cdevpriv(priv_: NonNull<c_void>) -> Result<()> {
-    // SAFETY: called from d_open of this device; priv_ is valid until the destructor.
+///
+/// # Safety
+/// Called from d_open of this device; `priv_` is what the destructor
+/// (`ksyms_rs_cdevpriv_dtor`) takes back, an `OpenFile` from `KBox::into_raw`, and
+/// nothing else frees it once this succeeds.
+pub unsafe fn set_cdevpriv(priv_: NonNull<c_void>) -> Result<()> {
+    // SAFETY: the caller's contract; kpi_set_cdevpriv only stores the pointer.
     Error::check(unsafe { sys::kpi_set_cdevpriv(priv_.as_ptr()) })
 }
 

@@ -152,6 +152,7 @@ pub struct SnapshotLayout {
     symbols: u64,
     locals: u64,
     string_bytes: u64,
+    symtab_size: u64,
     strtab_offset: u64,
     size: u64,
 }
@@ -179,6 +180,7 @@ impl SnapshotLayout {
             symbols,
             locals,
             string_bytes,
+            symtab_size,
             strtab_offset,
             size,
         })
@@ -252,7 +254,7 @@ impl SnapshotLayout {
                     sh_name: NAME_SYMTAB,
                     sh_type: SHT_SYMTAB,
                     sh_offset: HEADER_SIZE,
-                    sh_size: self.strtab_offset - HEADER_SIZE,
+                    sh_size: self.symtab_size,
                     sh_link: u32::from(SHDR_STRTAB),
                     // Checked in new(): locals <= u32::MAX.
                     sh_info: self.locals as u32,
