@@ -159,7 +159,15 @@ void	 ksyms_rs_kld_changed(void);
  * snapshot, memory kept even while no open uses it (0 when nothing is cached).
  */
 uint64_t ksyms_rs_cached_bytes(void);
-/* process_exit and process_exec events: p's address space is going away. */
-void	 ksyms_rs_proc_gone(struct proc *p);
+/*
+ * process_exit event: p is going away, its address space (with the
+ * automatic mapping) and its hold on the device with it.
+ */
+void	 ksyms_rs_proc_exit(struct proc *p);
+/*
+ * process_exec event: p's address space, with the automatic mapping, is
+ * replaced; p keeps its descriptors, and so its hold on the device.
+ */
+void	 ksyms_rs_proc_exec(struct proc *p);
 
 #endif /* !_KSYMS_KPI_H_ */

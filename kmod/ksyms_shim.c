@@ -475,7 +475,7 @@ static void
 ksyms_process_exit(void *arg __unused, struct proc *p)
 {
 
-	ksyms_rs_proc_gone(p);
+	ksyms_rs_proc_exit(p);
 }
 
 static void
@@ -483,7 +483,7 @@ ksyms_process_exec(void *arg __unused, struct proc *p,
     struct image_params *imgp __unused)
 {
 
-	ksyms_rs_proc_gone(p);
+	ksyms_rs_proc_exec(p);
 }
 
 /* ---- Sysctls ---- */

@@ -16,7 +16,8 @@
 //! # Where each rule of SPEC.md lives
 //! - read-only device, EPERM for write opens: [`open`]
 //! - one open per process, EBUSY: [`State::holds`], checked in [`open`] twice
-//!   (early, and authoritatively when the open is published)
+//!   (early, and authoritatively when the open is published); the hold ends at the
+//!   last close or at exit ([`proc_exit`]), not at exec ([`proc_exec`])
 //! - snapshot from two walks, at most [`ATTEMPTS`], then ENXIO: [`build`]
 //! - shared snapshot while the module set is unchanged: [`snapshot`], [`kld_changed`]
 //! - read-only mapping in the opener for KIOCGADDR: [`prepare`]
@@ -120,8 +121,12 @@ pub struct OpenFile {
 }
 
 struct Link {
-    /// The opener, until it exits or execs.
-    opener: Option<Proc>,
+    /// The process that made the open, until it exits: the one-open-per-process rule.
+    /// It keeps its descriptor, and so its hold, across an exec.
+    holder: Option<Proc>,
+    /// The process whose address space has the automatic mapping: the opener, until
+    /// it exits or execs (the mapping goes with that address space).
+    mapped_in: Option<Proc>,
     next: Option<NonNull<OpenFile>>,
 }
 
@@ -134,12 +139,13 @@ impl OpenFile {
         unsafe { &mut *self.link.get() }
     }
 
-    /// Removes the automatic mapping from the opener, if the opener is still there.
+    /// Removes the automatic mapping from the opener, if the opener is still there
+    /// with the address space it was made in.
     fn unmap_from_opener(&self, st: &mut State) {
-        if let (Some(opener), Some(addr)) = (self.link(st).opener, self.mapping) {
-            // SAFETY: we hold ksyms_lock (we have the State), and `opener` is still set,
-            // so proc_gone has not run for it: the process has neither exited nor
-            // exec'd, and its exit or exec event waits for the lock.
+        if let (Some(opener), Some(addr)) = (self.link(st).mapped_in, self.mapping) {
+            // SAFETY: we hold ksyms_lock (we have the State), and `mapped_in` is still
+            // set, so neither proc_exit nor proc_exec has run for it: the process has
+            // not exited or exec'd, and its exit or exec event waits for the lock.
             unsafe { opener.unmap(addr, self.snapshot.size, &self.snapshot.object) };
         }
     }
@@ -152,7 +158,7 @@ impl State {
         while let Some(entry) = cur {
             // SAFETY: entries in the list are live until removed under the lock.
             let link = unsafe { entry.as_ref() }.link(self);
-            if link.opener == Some(p) {
+            if link.holder == Some(p) {
                 return true;
             }
             cur = link.next;
@@ -293,7 +299,8 @@ fn prepare(me: Proc) -> Result<KBox<OpenFile>> {
         snapshot,
         mapping: None,
         link: UnsafeCell::new(Link {
-            opener: Some(me),
+            holder: Some(me),
+            mapped_in: Some(me),
             next: None,
         }),
     })?;
@@ -467,7 +474,20 @@ pub fn kld_changed() {
     drop(stale);
 }
 
-/// A process exits or execs: its address space, with our mapping, goes away.
+/// A process exits: its address space, with our mapping, goes away, and so does
+/// its hold on the device (the process pointer may be reused after this).
+pub fn proc_exit(p: Proc) {
+    forget(p, true);
+}
+
+/// A process execs: its address space, with our mapping, is replaced; it keeps its
+/// descriptors, and an open it made still counts as its own.
+pub fn proc_exec(p: Proc) {
+    forget(p, false);
+}
+
+/// Forgets `p` as the address space of automatic mappings, and, when it exits, as
+/// the holder of opens.
 ///
 /// Without any open there is nothing to forget, and no lock is taken: no
 /// destructor is unmapping from `p` (ANY_OPEN stays set until that is over), and
@@ -475,14 +495,17 @@ pub fn kld_changed() {
 /// threads before it signals the exit or exec, and those threads published their
 /// opens under the lock, which orders them before this load. Otherwise the lock is
 /// taken, which also waits for a destructor unmapping from `p` right now.
-pub fn proc_gone(p: Proc) {
+fn forget(p: Proc, exiting: bool) {
     if !ANY_OPEN.load(Ordering::SeqCst) {
         return;
     }
     let mut st = STATE.lock();
     st.each_open(|link| {
-        if link.opener == Some(p) {
-            link.opener = None;
+        if link.mapped_in == Some(p) {
+            link.mapped_in = None;
+        }
+        if exiting && link.holder == Some(p) {
+            link.holder = None;
         }
     });
 }

@@ -107,11 +107,19 @@ pub extern "C" fn ksyms_rs_kld_changed() {
     device::kld_changed();
 }
 
-/// process_exit and process_exec events.
+/// process_exit event.
 #[no_mangle]
-pub extern "C" fn ksyms_rs_proc_gone(p: *mut sys::proc_) {
+pub extern "C" fn ksyms_rs_proc_exit(p: *mut sys::proc_) {
     if let Some(p) = Proc::from_raw(p) {
-        device::proc_gone(p);
+        device::proc_exit(p);
+    }
+}
+
+/// process_exec event.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_proc_exec(p: *mut sys::proc_) {
+    if let Some(p) = Proc::from_raw(p) {
+        device::proc_exec(p);
     }
 }
 

@@ -163,16 +163,31 @@ fn a_child_may_open_its_own_while_holding_the_parents_descriptor() {
 }
 
 #[test]
-fn exit_and_exec_release_the_per_process_limit() {
+fn exit_releases_the_per_process_limit_and_exec_does_not() {
     let k = Kernel::boot_compiled(1);
     let p = k.spawn(false);
     let fd = k.open(p, FREAD).unwrap();
     k.exec(p);
-    // The descriptor survives exec; the process may open again.
-    let fd2 = k.open(p, FREAD).expect("open after exec");
-    assert_ne!(fd, fd2);
+    // The descriptor survives exec: the new image still holds the device.
+    assert_eq!(k.open(p, FREAD), Err(EBUSY), "exec released the hold");
+    k.close(p, fd).unwrap();
+    let _fd2 = k.open(p, FREAD).expect("open after the last close");
     assert_eq!(k.open(p, FREAD), Err(EBUSY));
+    // Exit ends the hold, and the claim on the opener's address space, even while
+    // a child keeps the open file alive: the kernel then reuses the struct proc.
+    let c = k.fork(p);
     k.exit(p);
+    let q = k.respawn(p);
+    let qfd = k
+        .open(q, FREAD)
+        .expect("a stale hold refused the reused process");
+    let a = addr(&k, q, qfd);
+    k.exit(c);
+    assert!(
+        k.mapping_at(q, a).is_some(),
+        "the child's last close unmapped from the reused process"
+    );
+    k.exit(q);
     assert_eq!(
         k.accounting(),
         Accounting {
@@ -210,8 +225,7 @@ fn exit_and_exec_take_no_lock_while_nothing_is_open() {
         "exit ignored while an open is alive"
     );
     k.exec(p);
-    k.open(p, FREAD)
-        .expect("exec did not release the per-process limit");
+    assert_eq!(k.open(p, FREAD), Err(EBUSY), "exec released the hold");
     k.exit(p);
     k.shutdown();
 }
@@ -596,20 +610,21 @@ fn a_close_after_exec_spares_the_new_images_mapping() {
     let p = k.spawn(false);
     let old = k.open(p, FREAD).unwrap();
     let a_old = addr(&k, p, old);
+    let size = k.ioctl_u64(p, old, KIOCGSIZE).unwrap();
     k.exec(p);
     assert!(k.mappings(p).is_empty());
-    let new = k.open(p, FREAD).unwrap();
-    let a_new = addr(&k, p, new);
-    // The simulator hands out the same address in the fresh address space, which
-    // makes a wrong unmap visible.
+    // The new image maps the snapshot itself, through the inherited descriptor. The
+    // simulator hands out the same address in the fresh address space, so the
+    // mapping looks exactly like the automatic one did: a wrong unmap would hit it.
+    let a_new = k.mmap(p, old, 0, size, PROT_READ).unwrap();
     assert_eq!(a_old, a_new);
     k.close(p, old).unwrap();
     assert!(
         k.mapping_at(p, a_new).is_some(),
-        "closing the pre-exec open removed the new open's mapping"
+        "closing the pre-exec open removed the new image's mapping"
     );
     k.assert_clean();
-    k.close(p, new).unwrap();
+    assert!(k.munmap(p, a_new, size));
     assert!(k.mappings(p).is_empty());
     k.shutdown();
 }

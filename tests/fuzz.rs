@@ -296,7 +296,10 @@ fn malformed_linker_files() {
 
 /// An open file as the model sees it.
 struct MFile {
-    /// The process that made the open, until it exits or execs.
+    /// The process that made the open, until it exits: one open per process.
+    holder: Option<Pid>,
+    /// The process that made the open, until it exits or execs: where the automatic
+    /// mapping is.
     opener: Option<Pid>,
     bytes: Arc<Vec<u8>>,
     /// KIOCGADDR's answer.
@@ -343,7 +346,7 @@ impl Model {
 
     fn holds(&self, p: Pid) -> bool {
         self.live_files()
-            .any(|f| self.files.get(&f).is_some_and(|m| m.opener == Some(p)))
+            .any(|f| self.files.get(&f).is_some_and(|m| m.holder == Some(p)))
     }
 
     /// Forgets files no descriptor refers to; checks the automatic mapping left the
@@ -376,10 +379,14 @@ impl Model {
         }
     }
 
-    fn forget_opener(&mut self, p: Pid) {
+    /// `p` exits or execs: its address space goes; at exit, its holds go too.
+    fn forget_opener(&mut self, p: Pid, exiting: bool) {
         for f in self.files.values_mut() {
             if f.opener == Some(p) {
                 f.opener = None;
+            }
+            if exiting && f.holder == Some(p) {
+                f.holder = None;
             }
         }
     }
@@ -519,6 +526,7 @@ fn sequence(seed: u64, ops: usize) {
                         m.files.insert(
                             id,
                             MFile {
+                                holder: Some(p),
                                 opener: Some(p),
                                 bytes,
                                 addr,
@@ -715,7 +723,7 @@ fn sequence(seed: u64, ops: usize) {
                     continue;
                 };
                 k.exec(p);
-                m.forget_opener(p);
+                m.forget_opener(p, false);
                 m.procs.get_mut(&p).unwrap().mmaps.clear();
                 "exec"
             }
@@ -724,7 +732,7 @@ fn sequence(seed: u64, ops: usize) {
                     continue;
                 };
                 k.exit(p);
-                m.forget_opener(p);
+                m.forget_opener(p, true);
                 m.procs.remove(&p);
                 m.collect(&k);
                 "exit"

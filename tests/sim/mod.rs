@@ -1546,6 +1546,34 @@ impl Sim {
         })
     }
 
+    /// A new process in the struct proc of a dead one, as the kernel reuses them: the
+    /// same `struct proc *` (so a stale pointer the device kept would now name this
+    /// process), a fresh address space, no descriptors.
+    pub fn respawn(&self, dead: Pid) -> Pid {
+        with(|w| {
+            let is32 = {
+                let p = w.procs.get(&dead).expect("respawn of an unknown process");
+                assert_eq!(p.state, PState::Dead, "respawn of a live process");
+                p.is32
+            };
+            w.procs.insert(
+                dead,
+                Proc {
+                    is32,
+                    state: PState::Alive,
+                    fds: BTreeMap::new(),
+                    next_fd: 3,
+                    vm_gen: 0,
+                    maps: BTreeMap::new(),
+                    next_addr: 0,
+                    gone_gen: None,
+                },
+            );
+            w.new_vm(dead);
+            dead
+        })
+    }
+
     pub fn live_procs(&self) -> Vec<Pid> {
         with(|w| {
             w.procs
@@ -1608,7 +1636,7 @@ impl Sim {
         {
             let _c = enter(Some(pid), None, false);
             // SAFETY: the process_exit event handler, in the exiting process.
-            unsafe { sys::ksyms_rs_proc_gone(encode(TAG_PROC, pid) as *mut sys::proc_) };
+            unsafe { sys::ksyms_rs_proc_exit(encode(TAG_PROC, pid) as *mut sys::proc_) };
             // From here on the device must not touch this address space.
             let fds = with(|w| {
                 let p = w.procs.get_mut(&pid).unwrap();
@@ -1635,7 +1663,7 @@ impl Sim {
         {
             let _c = enter(Some(pid), None, false);
             // SAFETY: the process_exec event handler.
-            unsafe { sys::ksyms_rs_proc_gone(encode(TAG_PROC, pid) as *mut sys::proc_) };
+            unsafe { sys::ksyms_rs_proc_exec(encode(TAG_PROC, pid) as *mut sys::proc_) };
         }
         with(|w| {
             let p = w.procs.get_mut(&pid).unwrap();
