@@ -255,6 +255,22 @@ struct Proc {
     gone_gen: Option<u64>,
 }
 
+impl Proc {
+    /// A new process: alive, no descriptors; its address space comes from new_vm.
+    fn fresh(is32: bool) -> Proc {
+        Proc {
+            is32,
+            state: PState::Alive,
+            fds: BTreeMap::new(),
+            next_fd: 3,
+            vm_gen: 0,
+            maps: BTreeMap::new(),
+            next_addr: 0,
+            gone_gen: None,
+        }
+    }
+}
+
 struct FileObj {
     refs: u32,
     cdevpriv: Option<usize>,
@@ -1528,19 +1544,7 @@ impl Sim {
         with(|w| {
             let pid = w.next_pid;
             w.next_pid += 1;
-            w.procs.insert(
-                pid,
-                Proc {
-                    is32,
-                    state: PState::Alive,
-                    fds: BTreeMap::new(),
-                    next_fd: 3,
-                    vm_gen: 0,
-                    maps: BTreeMap::new(),
-                    next_addr: 0,
-                    gone_gen: None,
-                },
-            );
+            w.procs.insert(pid, Proc::fresh(is32));
             w.new_vm(pid);
             pid
         })
@@ -1556,19 +1560,7 @@ impl Sim {
                 assert_eq!(p.state, PState::Dead, "respawn of a live process");
                 p.is32
             };
-            w.procs.insert(
-                dead,
-                Proc {
-                    is32,
-                    state: PState::Alive,
-                    fds: BTreeMap::new(),
-                    next_fd: 3,
-                    vm_gen: 0,
-                    maps: BTreeMap::new(),
-                    next_addr: 0,
-                    gone_gen: None,
-                },
-            );
+            w.procs.insert(dead, Proc::fresh(is32));
             w.new_vm(dead);
             dead
         })
