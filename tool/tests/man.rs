@@ -21,18 +21,23 @@ fn host_dependent(line: &str) -> bool {
         || line.starts_with("mandoc: outdated mandoc.db lacks ")
 }
 
-#[test]
-fn mandoc_lint_is_clean() {
+/// What `mandoc -Tlint` prints (stdout and stderr) for `pages`.
+fn lint<P: AsRef<std::ffi::OsStr>>(pages: impl IntoIterator<Item = P>) -> String {
     let out = Command::new("mandoc")
         .arg("-Tlint")
-        .args(PAGES.iter().map(|p| repo().join(p)))
+        .args(pages)
         .output()
         .unwrap_or_else(|e| panic!("cannot run mandoc: {e}; install it (apt-get install mandoc)"));
-    let text = format!(
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    )
+}
+
+#[test]
+fn mandoc_lint_is_clean() {
+    let text = lint(PAGES.iter().map(|p| repo().join(p)));
     let complaints: Vec<&str> = text.lines().filter(|l| !host_dependent(l)).collect();
     assert!(
         complaints.is_empty(),
@@ -52,16 +57,7 @@ fn lint_filter_lets_real_faults_through() {
         ".Dd November 26, 2026\n.Dt BAD 4\n.Os\n.Sh NAME\n.Nm bad\n.Nd bad page\n.Sh DESCRIPTION\nTrailing space \n.Xr nosuchpage 4\n",
     )
     .unwrap();
-    let out = Command::new("mandoc")
-        .arg("-Tlint")
-        .arg(&bad)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run mandoc: {e}; install it (apt-get install mandoc)"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = lint([&bad]);
     let kept: Vec<&str> = text.lines().filter(|l| !host_dependent(l)).collect();
     assert!(kept.iter().any(|l| l.contains("whitespace")), "{text}");
     // ... while the unknown reference is the one thing set aside.
