@@ -145,8 +145,11 @@ int	 ksyms_rs_unload(void);
 int	 ksyms_rs_open(int fflags);
 /* d_read: 0 or errno. */
 int	 ksyms_rs_read(struct uio *uio);
-/* d_ioctl: 0 or errno. data is the kernel copy of the argument (IOCPARM_LEN(cmd) bytes). */
-int	 ksyms_rs_ioctl(unsigned long cmd, void *data);
+/*
+ * d_ioctl: 0 or errno. data is the kernel copy of the argument, len bytes:
+ * IOCPARM_LEN(cmd).
+ */
+int	 ksyms_rs_ioctl(unsigned long cmd, void *data, size_t len);
 /* d_mmap_single: 0 and a referenced object in *objp, or errno. */
 int	 ksyms_rs_mmap_single(uint64_t *offset, uint64_t size,
 	    struct vm_object **objp, int nprot);

@@ -30,6 +30,7 @@
 #include <sys/conf.h>
 #include <sys/eventhandler.h>
 #include <sys/fcntl.h>
+#include <sys/ioccom.h>
 #include <sys/kernel.h>
 #include <sys/limits.h>
 #include <sys/linker.h>
@@ -419,13 +420,16 @@ ksyms_read(struct cdev *dev __unused, struct uio *uio, int ioflag __unused)
 	return (ksyms_rs_read(uio));
 }
 
-/* ioctl(2): 0 for KIOCGSIZE/KIOCGADDR, or Rust's errno (ENOTTY, ...). */
+/*
+ * ioctl(2): 0 for KIOCGSIZE/KIOCGADDR, FIONBIO and FIOASYNC, or Rust's errno
+ * (ENOTTY, EOVERFLOW, ...).
+ */
 static int
 ksyms_ioctl(struct cdev *dev __unused, u_long cmd, caddr_t data,
     int fflag __unused, struct thread *td __unused)
 {
 
-	return (ksyms_rs_ioctl(cmd, data));
+	return (ksyms_rs_ioctl(cmd, data, IOCPARM_LEN(cmd)));
 }
 
 /*

@@ -23,7 +23,7 @@
 //! - read-only mapping in the opener for KIOCGADDR: [`prepare`]
 //! - nothing leaked on a failed open; cdevpriv set last: [`open`]
 //! - read: EINVAL before 0, EOF at and past the end, any process: [`read`]
-//! - ioctls, 64- and 32-bit, ENOTTY: [`ioctl`]
+//! - ioctls, 64- and 32-bit, FIONBIO and FIOASYNC ignored, ENOTTY: [`ioctl`]
 //! - mmap: read-only, exact bounds: [`mmap_single`]
 //! - close: mapping removed from the opener only, references dropped: [`cdevpriv_dtor`]
 //! - unload refused while open: [`unload`]
@@ -43,11 +43,20 @@ pub const FWRITE: i32 = kpi::sys::KPI_FWRITE;
 pub const PROT_WRITE: i32 = kpi::sys::KPI_PROT_WRITE;
 pub const PROT_EXEC: i32 = kpi::sys::KPI_PROT_EXEC;
 
-/// `_IOR(group, num, len)` of `sys/ioccom.h`.
-const fn ior(group: u8, num: u8, len: u64) -> u64 {
-    const IOC_OUT: u64 = 0x4000_0000;
+/// `_IOC(inout, group, num, len)` of `sys/ioccom.h`.
+const fn ioc(inout: u64, group: u8, num: u8, len: u64) -> u64 {
     const IOCPARM_MASK: u64 = 0x1fff;
-    IOC_OUT | ((len & IOCPARM_MASK) << 16) | ((group as u64) << 8) | num as u64
+    inout | ((len & IOCPARM_MASK) << 16) | ((group as u64) << 8) | num as u64
+}
+
+/// `_IOR(group, num, len)`: the driver writes `len` bytes.
+const fn ior(group: u8, num: u8, len: u64) -> u64 {
+    ioc(0x4000_0000, group, num, len)
+}
+
+/// `_IOW(group, num, len)`: the driver is given `len` bytes.
+const fn iow(group: u8, num: u8, len: u64) -> u64 {
+    ioc(0x8000_0000, group, num, len)
 }
 
 /// `KIOCGSIZE`: `_IOR('l', 1, size_t)`, the snapshot's size.
@@ -57,6 +66,12 @@ pub const KIOCGADDR: u64 = ior(b'l', 2, 8);
 /// The same two for 32-bit processes, whose `size_t` and pointers are 4 bytes.
 pub const KIOCGSIZE32: u64 = ior(b'l', 1, 4);
 pub const KIOCGADDR32: u64 = ior(b'l', 2, 4);
+/// `FIONBIO` and `FIOASYNC` of `sys/filio.h` (`_IOW('f', 126, int)`, `_IOW('f', 125,
+/// int)`, one value for 32- and 64-bit processes): what fcntl(F_SETFL) sends for
+/// O_NONBLOCK and O_ASYNC at every call, and what ioctl(2) passes on after setting
+/// the file's flag itself.
+pub const FIONBIO: u64 = iow(b'f', 126, 4);
+pub const FIOASYNC: u64 = iow(b'f', 125, 4);
 
 /// Attempts at a consistent snapshot before open fails with ENXIO.
 pub const ATTEMPTS: usize = 3;
@@ -417,8 +432,15 @@ pub fn read(uio: &Uio) -> Result<()> {
     })
 }
 
-/// d_ioctl. `data` is the kernel's copy of the argument, `IOCPARM_LEN(cmd)` bytes.
-pub fn ioctl(cmd: u64, data: NonNull<u8>) -> Result<()> {
+/// d_ioctl. `arg` is the kernel's copy of the argument, `IOCPARM_LEN(cmd)` bytes.
+///
+/// FIONBIO and FIOASYNC are accepted and ignored: a read never blocks, and the device
+/// sends no signals (FIOSETOWN and FIOGETOWN, what F_SETOWN and F_GETOWN send, stay
+/// ENOTTY). Without them fcntl(F_SETFL) would fail on the device whatever the flags.
+pub fn ioctl(cmd: u64, arg: &mut [u8]) -> Result<()> {
+    if cmd == FIONBIO || cmd == FIOASYNC {
+        return Ok(());
+    }
     with_open(|file| {
         let value = match cmd {
             KIOCGSIZE | KIOCGSIZE32 => file.snapshot.size,
@@ -427,14 +449,17 @@ pub fn ioctl(cmd: u64, data: NonNull<u8>) -> Result<()> {
         };
         if cmd == KIOCGSIZE32 || cmd == KIOCGADDR32 {
             let value = u32::try_from(value).map_err(|_| Error::Overflow)?;
-            // SAFETY: the kernel provides IOCPARM_LEN(cmd) = 4 writable bytes.
-            unsafe { data.cast::<u32>().as_ptr().write_unaligned(value) };
+            put(arg, value.to_ne_bytes())
         } else {
-            // SAFETY: the kernel provides IOCPARM_LEN(cmd) = 8 writable bytes.
-            unsafe { data.cast::<u64>().as_ptr().write_unaligned(value) };
+            put(arg, value.to_ne_bytes())
         }
-        Ok(())
     })
+}
+
+/// Writes `bytes` at the start of an ioctl argument; EINVAL if it is shorter.
+fn put<const N: usize>(arg: &mut [u8], bytes: [u8; N]) -> Result<()> {
+    *arg.first_chunk_mut::<N>().ok_or(Error::Invalid)? = bytes;
+    Ok(())
 }
 
 /// d_mmap_single: a new reference to the snapshot's object for a read-only mapping

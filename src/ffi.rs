@@ -51,16 +51,24 @@ pub unsafe extern "C" fn ksyms_rs_read(uio: *mut sys::uio) -> c_int {
 /// d_ioctl.
 ///
 /// # Safety
-/// `data` points to the kernel's copy of the argument, `IOCPARM_LEN(cmd)` bytes.
+/// `data` points to the kernel's copy of the argument, `len` (`IOCPARM_LEN(cmd)`)
+/// bytes, readable and writable for the call and used by nothing else meanwhile.
 #[no_mangle]
-pub unsafe extern "C" fn ksyms_rs_ioctl(cmd: c_ulong, data: *mut c_void) -> c_int {
+pub unsafe extern "C" fn ksyms_rs_ioctl(cmd: c_ulong, data: *mut c_void, len: usize) -> c_int {
     // c_ulong is 32 bits on i386: widen, never truncate.
     #[allow(clippy::useless_conversion)]
     let cmd = u64::from(cmd);
-    match NonNull::new(data.cast::<u8>()) {
-        Some(data) => status(device::ioctl(cmd, data)),
-        None => Error::Invalid.errno(),
+    if isize::try_from(len).is_err() {
+        return Error::Invalid.errno();
     }
+    let arg: &mut [u8] = match NonNull::new(data.cast::<u8>()) {
+        // SAFETY: len bytes at data are the argument buffer, valid and ours alone for
+        // the call (contract); len fits an isize (checked above).
+        Some(data) => unsafe { core::slice::from_raw_parts_mut(data.as_ptr(), len) },
+        None if len == 0 => &mut [],
+        None => return Error::Invalid.errno(),
+    };
+    status(device::ioctl(cmd, arg))
 }
 
 /// d_mmap_single.

@@ -370,11 +370,67 @@ fn unknown_ioctls_are_enotty() {
         0x4008_6b01,   // _IOR('k', 1, 8)
         0x4010_6c01,   // _IOR('l', 1, 16)
         0x1_4008_6c01, // upper bits set
+        FIOSETOWN,     // fcntl(F_SETOWN): the device sends no signals
+        FIOGETOWN,     // fcntl(F_GETOWN)
     ] {
         assert_eq!(k.ioctl(p, fd, cmd), Err(ENOTTY), "cmd {cmd:#x}");
     }
     k.close(p, fd).unwrap();
     k.shutdown();
+}
+
+/// fcntl(F_SETFL) sends FIONBIO and FIOASYNC at every call; both are accepted, the
+/// flags stick, and the descriptor serves reads, ioctls and mmap as before, in 64-
+/// and 32-bit processes. ioctl(2) FIONBIO/FIOASYNC work as well.
+#[test]
+fn fcntl_nonblock_and_async_are_accepted_and_the_file_keeps_serving() {
+    for is32 in [false, true] {
+        let k = Kernel::boot_compiled(2);
+        let p = k.spawn(is32);
+        let fd = k.open(p, FREAD).unwrap();
+        let bytes = k.read_all(p, fd, 1 << 16).unwrap();
+        let (gsize, gaddr) = if is32 {
+            (KIOCGSIZE32, KIOCGADDR32)
+        } else {
+            (KIOCGSIZE, KIOCGADDR)
+        };
+        let a = k.ioctl_u64(p, fd, gaddr).unwrap();
+        let both = O_NONBLOCK | O_ASYNC;
+        let before = k.file_flags(p, fd).unwrap();
+        assert_eq!(before & both, 0);
+
+        for (set, want) in [(O_NONBLOCK, O_NONBLOCK), (O_ASYNC, O_ASYNC), (both, both)] {
+            assert_eq!(k.fcntl_setfl(p, fd, set), Ok(()), "F_SETFL {set:#x}");
+            assert_eq!(k.file_flags(p, fd).unwrap(), before | want);
+            assert_eq!(k.read_all(p, fd, 4096).unwrap(), bytes);
+        }
+        // With both set: every service of the descriptor, as before.
+        assert_eq!(k.ioctl_u64(p, fd, gsize).unwrap(), bytes.len() as u64);
+        assert_eq!(k.ioctl_u64(p, fd, gaddr).unwrap(), a);
+        assert_eq!(k.read_mem(p, a, bytes.len()).unwrap(), bytes);
+        let m = k.mmap(p, fd, 0, bytes.len() as u64, PROT_READ).unwrap();
+        assert_eq!(k.read_mem(p, m, bytes.len()).unwrap(), bytes);
+        assert!(k.munmap(p, m, bytes.len() as u64));
+        assert_eq!(k.ioctl(p, fd, FIOSETOWN), Err(ENOTTY));
+        assert_eq!(k.file_flags(p, fd).unwrap(), before | both);
+
+        assert_eq!(k.fcntl_setfl(p, fd, 0), Ok(()));
+        assert_eq!(k.file_flags(p, fd).unwrap(), before);
+        // ioctl(2) itself: the kernel sets the flag, the device accepts the command.
+        for (cmd, flag) in [(FIONBIO, O_NONBLOCK), (FIOASYNC, O_ASYNC)] {
+            assert_eq!(
+                k.ioctl_arg(p, fd, cmd, &1i32.to_ne_bytes())
+                    .map(|b| b.len()),
+                Ok(4)
+            );
+            assert_eq!(k.file_flags(p, fd).unwrap(), before | flag);
+            assert!(k.ioctl_arg(p, fd, cmd, &0i32.to_ne_bytes()).is_ok());
+            assert_eq!(k.file_flags(p, fd).unwrap(), before);
+        }
+        assert_eq!(k.read_all(p, fd, 4096).unwrap(), bytes);
+        k.close(p, fd).unwrap();
+        k.shutdown();
+    }
 }
 
 #[test]

@@ -82,19 +82,27 @@ ok(bool cond, const char *fmt, ...)
 	fflush(stdout);
 }
 
-/* Whether a call failed with the errno expected; says what happened if not. */
+/*
+ * Whether a call failed with the errno expected; says what happened if not.
+ * strerror(3) returns one buffer shared by all its calls: the text of the errno
+ * seen is copied before the expected one is asked for.
+ */
 static bool
 fails_with(int ret, int expected, const char *what)
 {
+	char got[128];
+	int error;
 
+	error = errno;
 	if (ret != -1) {
-		printf("# %s: succeeded, expected %s\n", what,
-		    strerror(expected));
+		printf("# %s: succeeded, expected errno %d (%s)\n", what,
+		    expected, strerror(expected));
 		return (false);
 	}
-	if (errno != expected) {
-		printf("# %s: %s, expected %s\n", what, strerror(errno),
-		    strerror(expected));
+	if (error != expected) {
+		snprintf(got, sizeof(got), "%s", strerror(error));
+		printf("# %s: errno %d (%s), expected errno %d (%s)\n", what,
+		    error, got, expected, strerror(expected));
 		return (false);
 	}
 	return (true);
@@ -396,7 +404,7 @@ main(void)
 	char *addr, *map, *tmp;
 	size_t size, pagesz, rounded;
 	ssize_t n;
-	int fd, fd2, fileid;
+	int fd, fd2, fileid, flags;
 	char why[256], byte;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -486,6 +494,31 @@ main(void)
 	tmp = mmap(NULL, rounded + pagesz, PROT_READ, MAP_SHARED, fd, 0);
 	ok(fails_with(tmp == MAP_FAILED ? -1 : 0, EINVAL, "mmap too long"),
 	    "mmap one page too long fails with EINVAL");
+
+	/*
+	 * fcntl(2): F_SETFL sends the driver FIONBIO and FIOASYNC, which it
+	 * accepts and ignores; F_SETOWN sends FIOSETOWN, which it refuses.
+	 */
+	flags = fcntl(fd, F_GETFL);
+	ok(flags != -1 &&
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK | O_ASYNC) == 0,
+	    "fcntl F_SETFL O_NONBLOCK | O_ASYNC");
+	ok((fcntl(fd, F_GETFL) & (O_NONBLOCK | O_ASYNC)) ==
+	    (O_NONBLOCK | O_ASYNC), "F_GETFL shows O_NONBLOCK and O_ASYNC");
+	n = pread(fd, &byte, 1, 0);
+	ok(n == 1 && byte == snap[0], "pread with O_NONBLOCK | O_ASYNC set");
+	size = 0;
+	ok(ioctl(fd, KIOCGSIZE, &size) == 0 && size == snapsize,
+	    "KIOCGSIZE with O_NONBLOCK | O_ASYNC set");
+	tmp = mmap(NULL, snapsize, PROT_READ, MAP_SHARED, fd, 0);
+	ok(tmp != MAP_FAILED && memcmp(tmp, snap, snapsize) == 0,
+	    "mmap with O_NONBLOCK | O_ASYNC set holds the bytes read");
+	if (tmp != MAP_FAILED)
+		munmap(tmp, snapsize);
+	ok(fails_with(fcntl(fd, F_SETOWN, getpid()), ENOTTY, "F_SETOWN"),
+	    "fcntl F_SETOWN fails with ENOTTY");
+	ok(flags != -1 && fcntl(fd, F_SETFL, flags) == 0 &&
+	    fcntl(fd, F_GETFL) == flags, "fcntl F_SETFL clears both again");
 
 	/* Other processes */
 	ok(in_child(child_reads_inherited, &fd),

@@ -57,6 +57,16 @@ pub const KIOCGSIZE: u64 = 0x4008_6c01;
 pub const KIOCGADDR: u64 = 0x4008_6c02;
 pub const KIOCGSIZE32: u64 = 0x4004_6c01;
 pub const KIOCGADDR32: u64 = 0x4004_6c02;
+/// `_IOW('f', 126, int)`, `_IOW('f', 125, int)`, `_IOW('f', 124, int)`,
+/// `_IOR('f', 123, int)` (sys/filio.h), the same for 32-bit processes.
+pub const FIONBIO: u64 = 0x8004_667e;
+pub const FIOASYNC: u64 = 0x8004_667d;
+pub const FIOSETOWN: u64 = 0x8004_667c;
+pub const FIOGETOWN: u64 = 0x4004_667b;
+const IOC_OUT: u64 = 0x4000_0000;
+/// O_NONBLOCK and O_ASYNC, which are also the file flags FNONBLOCK and FASYNC.
+pub const O_NONBLOCK: i32 = 0x4;
+pub const O_ASYNC: i32 = 0x40;
 
 pub fn round_page(x: u64) -> Option<u64> {
     x.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))
@@ -274,6 +284,8 @@ impl Proc {
 struct FileObj {
     refs: u32,
     cdevpriv: Option<usize>,
+    /// f_flag: the open's flags, and FNONBLOCK/FASYNC as fcntl(2) and ioctl(2) set them.
+    flags: i32,
 }
 
 struct Obj {
@@ -1710,6 +1722,7 @@ impl Sim {
                 FileObj {
                     refs: 1,
                     cdevpriv: None,
+                    flags: fflags,
                 },
             );
             fp
@@ -1829,29 +1842,96 @@ impl Sim {
     /// ioctl(2): the IOCPARM_LEN(cmd) bytes the device wrote, or the errno. Bytes
     /// written past IOCPARM_LEN, or on failure, are violations.
     pub fn ioctl(&self, pid: Pid, fd: Fd, cmd: u64) -> Result<Vec<u8>, i32> {
+        self.ioctl_arg(pid, fd, cmd, &[])
+    }
+
+    /// ioctl(2) with `arg` copied in at the start of the argument (what the caller
+    /// passes to an `_IOW` command), as kern_ioctl does: FIONBIO and FIOASYNC first
+    /// set or clear the file's flag from the int argument, then the driver is asked.
+    pub fn ioctl_arg(&self, pid: Pid, fd: Fd, cmd: u64, arg: &[u8]) -> Result<Vec<u8>, i32> {
+        if cmd == FIONBIO || cmd == FIOASYNC {
+            let on = arg.len() >= 4 && i32::from_ne_bytes(arg[..4].try_into().unwrap()) != 0;
+            let flag = if cmd == FIONBIO { O_NONBLOCK } else { O_ASYNC };
+            self.set_file_flag(pid, fd, flag, on)?;
+        }
+        self.d_ioctl(pid, fd, cmd, arg)
+    }
+
+    /// The driver's d_ioctl on `pid`'s `fd` (fo_ioctl through devfs), with `arg` as
+    /// the start of the kernel's copy of the argument.
+    fn d_ioctl(&self, pid: Pid, fd: Fd, cmd: u64, arg: &[u8]) -> Result<Vec<u8>, i32> {
         const CANARY: u8 = 0xa5;
         let len = ((cmd >> 16) & 0x1fff) as usize;
-        // The kernel's buffer: IOCPARM_LEN bytes (at least a pointer's worth for
-        // argument-less commands), then a canary.
-        let area = len.max(8);
-        let mut buf = vec![CANARY; area + 64];
+        assert!(
+            arg.len() <= len,
+            "ioctl {cmd:#x}: argument longer than IOCPARM_LEN"
+        );
+        // The kernel's buffer: IOCPARM_LEN bytes, then a canary.
+        let mut buf = vec![CANARY; len + 64];
+        buf[..arg.len()].copy_from_slice(arg);
+        let before = buf.clone();
         let r = self.on_file(pid, fd, || {
-            // SAFETY: d_ioctl with the kernel copy of the argument.
-            unsafe { sys::ksyms_rs_ioctl(cmd as c_ulong, buf.as_mut_ptr().cast()) }
+            // SAFETY: d_ioctl with the kernel copy of the argument, len bytes.
+            unsafe { sys::ksyms_rs_ioctl(cmd as c_ulong, buf.as_mut_ptr().cast(), len) }
         })?;
-        if buf[area..].iter().any(|&b| b != CANARY) {
+        if buf[len..] != before[len..] {
             report(format!("ioctl {cmd:#x}: the device wrote past IOCPARM_LEN"));
         }
+        if (r != 0 || cmd & IOC_OUT == 0) && buf != before {
+            report(format!(
+                "ioctl {cmd:#x}: wrote the argument, but failed ({r}) or the command has no output"
+            ));
+        }
         if r != 0 {
-            if buf.iter().any(|&b| b != CANARY) {
-                report(format!(
-                    "ioctl {cmd:#x}: failed ({r}) but wrote the argument"
-                ));
-            }
             return Err(r);
         }
         buf.truncate(len);
         Ok(buf)
+    }
+
+    /// The open file's f_flag, as fcntl(F_GETFL) reports it (plus one: FREAD is 1).
+    pub fn file_flags(&self, pid: Pid, fd: Fd) -> Result<i32, i32> {
+        with(|w| {
+            let fp = *w.procs.get(&pid).ok_or(EBADF)?.fds.get(&fd).ok_or(EBADF)?;
+            Ok(w.fps[&fp].flags)
+        })
+    }
+
+    fn set_file_flag(&self, pid: Pid, fd: Fd, flag: i32, on: bool) -> Result<(), i32> {
+        with(|w| {
+            let fp = *w.procs.get(&pid).ok_or(EBADF)?.fds.get(&fd).ok_or(EBADF)?;
+            let f = w.fps.get_mut(&fp).unwrap();
+            f.flags = if on { f.flags | flag } else { f.flags & !flag };
+            Ok(())
+        })
+    }
+
+    /// fcntl(F_SETFL, flags) as FreeBSD 14's kern_fcntl does it: sets O_NONBLOCK and
+    /// O_ASYNC in f_flag, then sends the driver FIONBIO and FIOASYNC with the new
+    /// values (every call, whatever changed); if the driver fails either, FIONBIO 0 is
+    /// sent after a FIOASYNC failure, the flags are put back and the errno returned.
+    pub fn fcntl_setfl(&self, pid: Pid, fd: Fd, flags: i32) -> Result<(), i32> {
+        const SETTABLE: i32 = O_NONBLOCK | O_ASYNC;
+        let old = self.file_flags(pid, fd)?;
+        let new = (old & !SETTABLE) | (flags & SETTABLE);
+        self.set_file_flag(pid, fd, SETTABLE, false)?;
+        self.set_file_flag(pid, fd, new & SETTABLE, true)?;
+        let int = |on: bool| i32::from(on).to_ne_bytes();
+        let mut r = self.d_ioctl(pid, fd, FIONBIO, &int(new & O_NONBLOCK != 0));
+        if r.is_ok() {
+            r = self.d_ioctl(pid, fd, FIOASYNC, &int(new & O_ASYNC != 0));
+            if r.is_err() {
+                let _ = self.d_ioctl(pid, fd, FIONBIO, &int(false));
+            }
+        }
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.set_file_flag(pid, fd, SETTABLE, false)?;
+                self.set_file_flag(pid, fd, old & SETTABLE, true)?;
+                Err(e)
+            }
+        }
     }
 
     /// The 64-bit value of a KIOCGSIZE/KIOCGADDR (either width).
