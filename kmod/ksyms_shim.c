@@ -132,6 +132,9 @@ int
 kpi_linker_foreach(kpi_linker_cb *cb, void *ctx)
 {
 
+	/* Lock order: kld_sx comes before ksyms_lock. */
+	KASSERT(!sx_xlocked(&ksyms_lock),
+	    ("ksyms: linker walk with ksyms_lock held"));
 	/* kpi_linker_cb and linker_predicate_t are the same function type. */
 	return (linker_file_foreach(cb, ctx));
 }

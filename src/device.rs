@@ -15,7 +15,7 @@
 //!
 //! # Where each rule of SPEC.md lives
 //! - read-only device, EPERM for write opens: [`open`]
-//! - one open per process, EBUSY: [`State::holds`], checked in [`open`] twice
+//! - one open per process, EBUSY: `Held::holds`, checked in [`open`] twice
 //!   (early, and authoritatively when the open is published); the hold ends at the
 //!   last close or at exit ([`proc_exit`]), not at exec ([`proc_exec`])
 //! - snapshot from two walks, at most [`ATTEMPTS`], then ENXIO: [`build`]
@@ -28,14 +28,13 @@
 //! - close: mapping removed from the opener only, references dropped: [`cdevpriv_dtor`]
 //! - unload refused while open: [`unload`]
 
-use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::elf::{Elf64Sym, FREEBSD_AMD64};
 use crate::error::{Error, Result};
-use crate::kpi::{self, KBox, Locked, Proc, Uio, VmObject};
+use crate::kpi::{self, Guard, KBox, Locked, LockedBy, Proc, Uio, VmObject};
 use crate::snapshot::{Census, Sink, Writer};
 
 /// Open flags and protections as the kernel passes them.
@@ -94,7 +93,7 @@ struct Cached {
 }
 
 /// Everything behind ksyms_lock.
-pub struct State {
+struct State {
     loaded: bool,
     /// Opens past the first check and not yet published or failed.
     opening: u32,
@@ -105,9 +104,8 @@ pub struct State {
     generation: u64,
 }
 
-// SAFETY: the raw pointers in State point to OpenFiles that are only touched under
-// ksyms_lock (their links) or are immutable (the rest); State itself only lives in
-// the Locked static.
+// SAFETY: the raw pointers in State point to OpenFiles (Sync), whose links are only
+// touched under ksyms_lock; State itself only lives in the Locked static.
 unsafe impl Send for State {}
 
 /// Whether an open exists, or an opener may still be having its mapping removed;
@@ -118,22 +116,35 @@ unsafe impl Send for State {}
 /// event that sees it clear knows nobody is touching its process.
 static ANY_OPEN: AtomicBool = AtomicBool::new(false);
 
-static STATE: Locked<State> = Locked::new(State {
-    loaded: false,
-    opening: 0,
-    opens: None,
-    cache: None,
-    generation: 0,
-});
+// SAFETY: the one Locked of the crate.
+static STATE: Locked<State> = unsafe {
+    Locked::new(State {
+        loaded: false,
+        opening: 0,
+        opens: None,
+        cache: None,
+        generation: 0,
+    })
+};
+
+/// ksyms_lock held, with the state behind it.
+type Held<'a> = Guard<'a, State>;
 
 /// The per-open state, the open file's cdevpriv.
 pub struct OpenFile {
     snapshot: Snapshot,
     /// The automatic mapping in the opener (set once, before publication).
     mapping: Option<u64>,
-    /// Guarded by ksyms_lock: see [`OpenFile::link`].
-    link: UnsafeCell<Link>,
+    /// Guarded by ksyms_lock, with the list of opens in [`State`].
+    link: LockedBy<Link>,
 }
+
+// SAFETY: the calls on an open file share its OpenFile through the cdevpriv pointer,
+// on any threads at once (see with_open). `snapshot` and `mapping` are written only
+// before the open is published and then only read (VmObject is Sync); `link` is a
+// LockedBy, opened only with ksyms_lock's guard, so one thread at a time touches it,
+// and the raw pointers in it are followed only under that lock.
+unsafe impl Sync for OpenFile {}
 
 struct Link {
     /// The process that made the open, until it exits: the one-open-per-process rule.
@@ -146,19 +157,11 @@ struct Link {
 }
 
 impl OpenFile {
-    /// The fields guarded by ksyms_lock; the guard proves the lock is held.
-    #[allow(clippy::mut_from_ref)]
-    fn link<'g>(&self, _locked: &'g mut State) -> &'g mut Link {
-        // SAFETY: the caller holds ksyms_lock (it has the State behind it), and every
-        // access to `link` goes through here, so no other reference to it exists.
-        unsafe { &mut *self.link.get() }
-    }
-
     /// Removes the automatic mapping from the opener, if the opener is still there
     /// with the address space it was made in.
-    fn unmap_from_opener(&self, st: &mut State) {
-        if let (Some(opener), Some(addr)) = (self.link(st).mapped_in, self.mapping) {
-            // SAFETY: we hold ksyms_lock (we have the State), and `mapped_in` is still
+    fn unmap_from_opener(&self, st: &mut Held<'_>) {
+        if let (Some(opener), Some(addr)) = (self.link.access_mut(st).mapped_in, self.mapping) {
+            // SAFETY: we hold ksyms_lock (we have its guard), and `mapped_in` is still
             // set, so neither proc_exit nor proc_exec has run for it: the process has
             // not exited or exec'd, and its exit or exec event waits for the lock.
             unsafe { opener.unmap(addr, self.snapshot.size, &self.snapshot.object) };
@@ -166,13 +169,14 @@ impl OpenFile {
     }
 }
 
-impl State {
+/// The list of opens, walked with the guard that opens each entry's link.
+impl Held<'_> {
     /// Whether `p` holds a live open it made.
     fn holds(&mut self, p: Proc) -> bool {
         let mut cur = self.opens;
         while let Some(entry) = cur {
             // SAFETY: entries in the list are live until removed under the lock.
-            let link = unsafe { entry.as_ref() }.link(self);
+            let link = unsafe { entry.as_ref() }.link.access_mut(self);
             if link.holder == Some(p) {
                 return true;
             }
@@ -184,14 +188,14 @@ impl State {
     fn insert(&mut self, entry: NonNull<OpenFile>) {
         let head = self.opens;
         // SAFETY: entry is live (just made by the caller) and in no list.
-        unsafe { entry.as_ref() }.link(self).next = head;
+        unsafe { entry.as_ref() }.link.access_mut(self).next = head;
         self.opens = Some(entry);
         ANY_OPEN.store(true, Ordering::SeqCst);
     }
 
     fn remove(&mut self, entry: NonNull<OpenFile>) {
         // SAFETY: entry is live until its owner frees it after this call.
-        let next = unsafe { entry.as_ref() }.link(self).next.take();
+        let next = unsafe { entry.as_ref() }.link.access_mut(self).next.take();
         if self.opens == Some(entry) {
             self.opens = next;
             return;
@@ -199,7 +203,7 @@ impl State {
         let mut cur = self.opens;
         while let Some(e) = cur {
             // SAFETY: list entries are live.
-            let link = unsafe { e.as_ref() }.link(self);
+            let link = unsafe { e.as_ref() }.link.access_mut(self);
             if link.next == Some(entry) {
                 link.next = next;
                 return;
@@ -212,7 +216,7 @@ impl State {
         let mut cur = self.opens;
         while let Some(entry) = cur {
             // SAFETY: list entries are live.
-            let link = unsafe { entry.as_ref() }.link(self);
+            let link = unsafe { entry.as_ref() }.link.access_mut(self);
             f(link);
             cur = link.next;
         }
@@ -313,7 +317,7 @@ fn prepare(me: Proc) -> Result<KBox<OpenFile>> {
     let mut entry = KBox::try_new(OpenFile {
         snapshot,
         mapping: None,
-        link: UnsafeCell::new(Link {
+        link: LockedBy::new(Link {
             holder: Some(me),
             mapped_in: Some(me),
             next: None,
@@ -415,10 +419,18 @@ fn with_open<R>(f: impl FnOnce(&OpenFile) -> Result<R>) -> Result<R> {
     let ptr = kpi::get_cdevpriv()?.cast::<OpenFile>();
     // SAFETY: our cdevpriv is always an OpenFile published by open(); devfs keeps it
     // alive (the destructor cannot run) while a call on the open file is in progress.
-    // Several calls may share it at once: its `link` is only touched under ksyms_lock
-    // (OpenFile::link), `snapshot` and `mapping` never change after publication, and
-    // the VM object services used through it are thread-safe.
-    f(unsafe { ptr.as_ref() })
+    // Several calls may share it at once, which OpenFile: Sync allows.
+    f(unsafe { shared(ptr) })
+}
+
+/// A reference to a `T` that other threads may be using at the same time.
+///
+/// # Safety
+/// `ptr` points to a live `T` for `'a`, mutated by nobody except through what its
+/// `Sync` implementation allows.
+unsafe fn shared<'a, T: Sync>(ptr: NonNull<T>) -> &'a T {
+    // SAFETY: live for 'a (contract); shared use across threads is what Sync permits.
+    unsafe { ptr.as_ref() }
 }
 
 /// d_read: the snapshot's bytes from the file offset, from any process.

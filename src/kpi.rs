@@ -88,21 +88,30 @@ impl<T> Drop for KBox<T> {
     }
 }
 
-/// Data guarded by ksyms_lock, the shim's sx lock.
-pub struct Locked<T>(UnsafeCell<T>);
+/// Data guarded by ksyms_lock, the shim's one sx lock.
+///
+/// Every instance would lock that same sx lock, so there is exactly one: the device's
+/// state. [`Locked::new`] is unsafe and crate-private to say so, and it makes a
+/// [`Guard`] of any `Locked` the proof that the current thread holds ksyms_lock,
+/// which [`LockedBy`] relies on.
+pub(crate) struct Locked<T>(UnsafeCell<T>);
 
 // SAFETY: every access to the inner value goes through `lock`, which holds the
 // kernel lock for the guard's whole life, so at most one thread touches it.
 unsafe impl<T: Send> Sync for Locked<T> {}
 
 impl<T> Locked<T> {
-    pub const fn new(value: T) -> Self {
+    /// # Safety
+    /// No other `Locked` exists in the program. A second one would take the same
+    /// ksyms_lock: locking both would recurse on it (the shim panics), and each one's
+    /// guard would claim to stand for a different lock.
+    pub(crate) const unsafe fn new(value: T) -> Self {
         Locked(UnsafeCell::new(value))
     }
 
     /// Takes ksyms_lock. Never call a linker walk with the guard alive (lock order:
     /// the kernel linker's lock comes first).
-    pub fn lock(&self) -> Guard<'_, T> {
+    pub(crate) fn lock(&self) -> Guard<'_, T> {
         // SAFETY: kpi_lock has no preconditions; it may sleep.
         unsafe { sys::kpi_lock() };
         Guard {
@@ -112,8 +121,29 @@ impl<T> Locked<T> {
     }
 }
 
+/// Data guarded by ksyms_lock but kept outside the [`Locked`] value: in each open
+/// file, while the state behind the lock links the open files (Rust-for-Linux's
+/// `LockedBy`, for a lock of which there is one). It is opened with the lock's
+/// guard, borrowed mutably for as long as the reference lives.
+pub(crate) struct LockedBy<T>(UnsafeCell<T>);
+
+impl<T> LockedBy<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        LockedBy(UnsafeCell::new(value))
+    }
+
+    /// The contents, for as long as `guard` is lent.
+    pub(crate) fn access_mut<'a, S>(&'a self, _guard: &'a mut Guard<'_, S>) -> &'a mut T {
+        // SAFETY: a Guard exists only while its thread holds ksyms_lock (there is one
+        // Locked, and so one lock), so no other thread is in here; this thread's only
+        // guard is mutably borrowed for 'a, and every access to the cell goes through
+        // this function, so no other reference to the contents exists during 'a.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
 /// Holds ksyms_lock; releases it on drop.
-pub struct Guard<'a, T> {
+pub(crate) struct Guard<'a, T> {
     cell: &'a UnsafeCell<T>,
     // An sx lock is released by the thread that took it.
     _not_send: PhantomData<*mut ()>,
@@ -147,6 +177,12 @@ pub struct VmObject(NonNull<sys::vm_object>);
 
 // SAFETY: a VM object reference may be used and released from any thread.
 unsafe impl Send for VmObject {}
+
+// SAFETY: `&VmObject` only lets threads take references, read, write and map the
+// object through the kernel's VM services, which lock the object themselves
+// (vm_object_reference, uiomove_object, vm_mmap_object), so several threads may use
+// one reference at once (e.g. the calls on an open file sharing its snapshot).
+unsafe impl Sync for VmObject {}
 
 impl VmObject {
     /// A pageable anonymous object of `size` bytes (rounded up to pages).

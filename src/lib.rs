@@ -7,6 +7,7 @@
 //! test harness), and the tests provide the `kpi_*` services from a simulated kernel.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "none"))]
 extern crate std;
