@@ -1,12 +1,68 @@
 //! The device: per-open state and what every call does (`SPEC.md`).
 //!
 //! # State and locking
-//! One [`State`] behind ksyms_lock (an sx lock in the shim): whether the module is
-//! loaded, the opens under way, the list of live opens, the cached snapshot and the
-//! generation of the linker file set. Lock order: the kernel linker's lock, then
-//! ksyms_lock, then VM locks. The linker walks that build a snapshot run with
-//! ksyms_lock released, because the kld_load/kld_unload events arrive with the
-//! linker's lock held and take ksyms_lock.
+//! One [`State`] behind ksyms_lock (an sx lock in the shim, the crate's one `Locked`):
+//! whether the module is loaded, the opens under way, the list of live opens, the
+//! cached snapshot and the generation of the linker file set. Each open file's link
+//! in that list is a `LockedBy`, opened only with the lock's guard. Lock order: the
+//! kernel linker's lock, then ksyms_lock, then VM locks. The linker walks that build
+//! a snapshot run with ksyms_lock released, because the kld_load/kld_unload events
+//! arrive with the linker's lock held and take ksyms_lock.
+//!
+//! Every path that takes ksyms_lock, what it does there, and why that must be there
+//! (`tests/device.rs` checks which kernel services each path calls with it held):
+//! - [`load`], [`unload`]: set or test `loaded` against the opens, the opens under
+//!   way and [`RETIRING`]: one decision. Unload takes the cache out; its object is
+//!   released after the lock.
+//! - [`open`], first hold: `loaded`, the one-open-per-process check and `opening`
+//!   (which keeps unload refused while the open is built without the lock).
+//! - [`snapshot`]: the generation and the cache. On a hit, a new reference to the
+//!   cached object (vm_object_reference: a counter), taken while the cache's own
+//!   reference keeps the object alive, which only the lock guarantees. A stale
+//!   cache is taken out and released after the lock; a new snapshot's cache
+//!   reference is taken before the lock, and the snapshot it replaces (or the
+//!   reference, if not cached) released after.
+//! - [`open`], second hold: `opening`, the authoritative one-open check, publication.
+//!   When another thread of the process won, the mapping just made is removed from
+//!   the opener here (kpi_unmap_object wants the lock held; see `retire`), and the
+//!   entry with its reference released after the lock.
+//! - `retire` (the cdevpriv destructor, or open when cdevpriv cannot be set): the
+//!   entry leaves the list, and the automatic mapping is removed from the opener.
+//!   The unmap must be under the lock: the lock is what keeps the opener from
+//!   exiting or exec'ing meanwhile (its events take the lock, and clear
+//!   `mapped_in`), so its address space is still the one mapped into. Its cost is
+//!   the pmap removal of the range; the object reference the map entry gives back
+//!   is never the last (the open still holds one), so no object is torn down
+//!   under the lock. The open's own reference (maybe the last: page frees) and its
+//!   memory go after the lock, while [`RETIRING`] keeps unload refused.
+//! - [`kld_changed`]: bumps the generation and takes the stale cache out; its
+//!   object is released after the lock.
+//! - `forget` (process exit and exec): clears the process from the links.
+//! - [`cached_bytes`]: reads the cache's size.
+//!
+//! Nothing allocates, frees, builds, walks the linker files or releases an object
+//! reference under ksyms_lock.
+//!
+//! # Unload while a destructor runs
+//! devfs calls the cdevpriv destructor outside anything destroy_dev(9) waits for:
+//! destroy_dev waits for the threads inside cdevsw methods (`si_threadcount`) and
+//! itself runs the destructors still on the device's cdevpriv list, but
+//! devfs_destroy_cdevpriv takes an entry off that list (under `cdevpriv_mtx`) before
+//! it calls the destructor, on the closing thread (sys/fs/devfs/devfs_vnops.c,
+//! sys/kern/kern_conf.c destroy_devl, the same in 13.2 and 14.2). So once the
+//! destructor's entry has left the list, a kldunload can find no open, destroy the
+//! device and unload the module while the destructor still runs. `retire` keeps
+//! unload refused until its work is done ([`RETIRING`]); its last action lowers that
+//! count, after which the closing thread only returns through the module's code
+//! (the epilogues of `retire` and `ksyms_rs_cdevpriv_dtor`, no memory of the module
+//! touched). If that thread is preempted in those few instructions and a kldunload
+//! completes meanwhile, it resumes in freed text and the kernel panics. The kernel
+//! offers no way to close this: any count or lock the module adds is released by
+//! module code that must still return, and only a tail call into a kernel function
+//! with the destructor's own signature could release it (C has no guaranteed tail
+//! call, and no such kernel function releases anything an unload could wait on).
+//! FreeBSD's own ksyms.c has the same window, wider: its destructor releases the
+//! VM object and frees its state after dropping its lock.
 //!
 //! # Lifetimes
 //! A snapshot is a VM object. Each open holds a reference, the automatic mapping in
@@ -30,7 +86,7 @@
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::elf::{Elf64Sym, FREEBSD_AMD64};
 use crate::error::{Error, Result};
@@ -115,6 +171,11 @@ unsafe impl Send for State {}
 /// once the list is empty and the last retirement's unmapping is over, so that an
 /// event that sees it clear knows nobody is touching its process.
 static ANY_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Retirements past the list, still releasing what their open held: [`unload`]
+/// refuses until none is left. Raised under the lock, lowered without it, as the
+/// retirement's last action.
+static RETIRING: AtomicU32 = AtomicU32::new(0);
 
 // SAFETY: the one Locked of the crate.
 static STATE: Locked<State> = unsafe {
@@ -230,11 +291,12 @@ pub fn load() -> Result<()> {
     Ok(())
 }
 
-/// MOD_UNLOAD: refused while any open is alive or under way.
+/// MOD_UNLOAD: refused while any open is alive or under way, or a retirement is
+/// still releasing what its open held.
 pub fn unload() -> Result<()> {
     let cache = {
         let mut st = STATE.lock();
-        if st.opening > 0 || st.opens.is_some() {
+        if st.opening > 0 || st.opens.is_some() || RETIRING.load(Ordering::SeqCst) > 0 {
             return Err(Error::Busy);
         }
         st.loaded = false;
@@ -295,19 +357,23 @@ pub fn open(fflags: i32) -> Result<()> {
 /// # Safety
 /// `ptr` came from `KBox::into_raw` in [`open`], and nothing uses it afterwards.
 unsafe fn retire(ptr: NonNull<OpenFile>) {
-    let mut st = STATE.lock();
-    st.remove(ptr);
-    // SAFETY: ptr left the list, and the caller hands over its ownership (contract).
-    let entry = unsafe { KBox::from_raw(ptr) };
-    entry.unmap_from_opener(&mut st);
-    ANY_OPEN.store(st.opens.is_some(), Ordering::SeqCst);
-    // Freed with the lock still held: as a cdevpriv destructor, this runs outside
-    // any count that destroy_dev(9) waits for, so once the lock is released a
-    // kldunload may find no open and unload this code. Releasing the object's
-    // reference (which may sleep) must not come after that; the lock order
-    // (ksyms_lock, then VM object locks) allows it here.
+    let entry = {
+        let mut st = STATE.lock();
+        st.remove(ptr);
+        // SAFETY: ptr left the list, and the caller hands over its ownership
+        // (contract).
+        let entry = unsafe { KBox::from_raw(ptr) };
+        entry.unmap_from_opener(&mut st);
+        ANY_OPEN.store(st.opens.is_some(), Ordering::SeqCst);
+        // Counted before the lock goes: unload() sees the open or this count.
+        RETIRING.fetch_add(1, Ordering::SeqCst);
+        entry
+    };
+    // The snapshot reference (maybe the object's last: its pages are freed) and the
+    // entry's memory go outside the lock, while unload() still refuses.
     drop(entry);
-    drop(st);
+    // Last: from here a kldunload may proceed (see "Unload" in the module comment).
+    RETIRING.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// The per-open state of an open in progress: snapshot, then mapping. Nothing is
@@ -351,22 +417,26 @@ fn snapshot() -> Result<Snapshot> {
 
     let built = build()?;
 
-    let replaced = {
+    // The cache's reference is taken before the lock, and whichever of it and the
+    // replaced snapshot is not kept is released after.
+    let copy = use_cache.then(|| Snapshot {
+        object: built.object.reference(),
+        size: built.size,
+    });
+    let (replaced, unused) = {
         let mut st = STATE.lock();
-        if use_cache && st.loaded && st.generation == generation {
-            let copy = Snapshot {
-                object: built.object.reference(),
-                size: built.size,
-            };
-            st.cache.replace(Cached {
-                snapshot: copy,
-                generation,
-            })
-        } else {
-            None
+        match copy {
+            Some(snapshot) if st.loaded && st.generation == generation => (
+                st.cache.replace(Cached {
+                    snapshot,
+                    generation,
+                }),
+                None,
+            ),
+            copy => (None, copy),
         }
     };
-    drop(replaced);
+    drop((replaced, unused));
     Ok(built)
 }
 

@@ -1011,6 +1011,125 @@ fn two_threads_of_one_process_opening_at_once_get_one_open() {
 }
 
 // ---------------------------------------------------------------------------
+// What runs under ksyms_lock
+// ---------------------------------------------------------------------------
+
+/// The kernel services each path calls with ksyms_lock held (device.rs's lock
+/// section says why each must be there): no allocation, free, linker walk, object
+/// write or release, and no VM object torn down.
+#[test]
+fn only_what_must_runs_under_ksyms_lock() {
+    const NONE: [&str; 0] = [];
+    let k = Kernel::boot_compiled(2);
+    assert_eq!(k.take_locked_calls(), NONE, "load");
+    let p = k.spawn(false);
+    let q = k.spawn(false);
+
+    // An open that builds: allocation, walks, writes and the mapping, all outside.
+    let fd = k.open(p, FREAD).unwrap();
+    assert_eq!(k.take_locked_calls(), NONE, "open that builds");
+    // An open from the cache: the new reference, while the cache's keeps the object.
+    let fq = k.open(q, FREAD).unwrap();
+    assert_eq!(
+        k.take_locked_calls(),
+        ["kpi_object_ref"],
+        "open from the cache"
+    );
+    assert_eq!(k.open(q, FREAD), Err(EBUSY));
+    assert_eq!(k.take_locked_calls(), NONE, "refused open");
+
+    // The calls on an open file take no lock.
+    let bytes = k.read_all(q, fq, 4096).unwrap();
+    let a = addr(&k, q, fq);
+    let m = k.mmap(q, fq, 0, bytes.len() as u64, PROT_READ).unwrap();
+    assert!(k.munmap(q, m, bytes.len() as u64));
+    assert_eq!(k.fcntl_setfl(q, fq, O_NONBLOCK), Ok(()));
+    assert_eq!(k.take_locked_calls(), NONE, "read, ioctl, mmap");
+
+    // The last close: the unmap from the opener; the open's reference and memory
+    // go after the lock.
+    k.close(q, fq).unwrap();
+    assert_eq!(k.take_locked_calls(), ["kpi_unmap_object"], "last close");
+    assert!(k.read_mem(q, a, 1).is_none(), "the mapping stayed");
+
+    // A module change drops the cache (its object is still used by p's open).
+    let id = k.kld_load(extra("lock_a", 20, 1));
+    assert_eq!(k.take_locked_calls(), NONE, "kld_load");
+    // A rebuild with a stale cache, then the cache replaced: releases outside.
+    k.set_cache_enabled(false);
+    let fq = k.open(q, FREAD).unwrap();
+    k.close(q, fq).unwrap();
+    k.set_cache_enabled(true);
+    assert_eq!(
+        k.take_locked_calls(),
+        ["kpi_unmap_object"],
+        "uncached open and close"
+    );
+    let fq = k.open(q, FREAD).unwrap();
+    assert!(k.kld_unload(id));
+    let s = k.spawn(false);
+    let fs = k.open(s, FREAD).unwrap();
+    assert_eq!(k.take_locked_calls(), NONE, "opens replacing the cache");
+
+    // The events: exit and exec of a process with an open.
+    k.exec(q);
+    k.exit(q);
+    assert_eq!(k.take_locked_calls(), NONE, "exec, exit");
+    assert!(k.cached_bytes() > 0);
+    assert_eq!(k.take_locked_calls(), NONE, "cached_bytes");
+
+    // The last close of a snapshot no one else holds: its teardown comes after the
+    // lock (the cache is off, so the open's reference is the last).
+    k.close(s, fs).unwrap();
+    assert_eq!(k.take_locked_calls(), ["kpi_unmap_object"], "close");
+    k.set_cache_enabled(false);
+    k.kld_load(extra("lock_b", 20, 2));
+    let r = k.spawn(false);
+    let fd_r = k.open(r, FREAD).unwrap();
+    let obj = k.mapping_at(r, addr(&k, r, fd_r)).unwrap().obj;
+    k.close(r, fd_r).unwrap();
+    assert_eq!(
+        k.object_refs(obj),
+        0,
+        "the snapshot outlived its last close"
+    );
+    assert_eq!(
+        k.take_locked_calls(),
+        ["kpi_unmap_object"],
+        "last reference"
+    );
+
+    k.close(p, fd).unwrap();
+    assert_eq!(k.take_locked_calls(), ["kpi_unmap_object"], "p's close");
+    assert_eq!(k.unload_device(), 0);
+    assert_eq!(k.take_locked_calls(), NONE, "unload");
+    assert_eq!(k.load_device(), 0);
+    k.shutdown();
+}
+
+/// Two threads of one process open at once; the loser's mapping is removed under
+/// the lock, its snapshot reference and memory released after.
+#[test]
+fn a_lost_open_race_unmaps_under_the_lock_and_releases_after() {
+    let k = Kernel::boot_compiled(1);
+    let p = k.spawn(false);
+    let got = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let g = got.clone();
+    k.hook(At::Call(Kind::MapObject, 1), move |sim| {
+        *g.lock().unwrap() = Some(sim.open(p, FREAD));
+    });
+    assert_eq!(k.open(p, FREAD), Err(EBUSY));
+    let inner = got.lock().unwrap().take().unwrap().unwrap();
+    // The inner open shared the outer one's snapshot; the outer one lost.
+    assert_eq!(
+        k.take_locked_calls(),
+        ["kpi_object_ref", "kpi_unmap_object"]
+    );
+    k.close(p, inner).unwrap();
+    k.shutdown();
+}
+
+// ---------------------------------------------------------------------------
 // Injected failures
 // ---------------------------------------------------------------------------
 

@@ -334,6 +334,9 @@ struct World {
     walk_no: u64,
     jitter: bool,
     violations: Vec<String>,
+    /// The kpi services called with ksyms_lock held by the caller, in order (and
+    /// "object teardown" when a VM object's last reference went under it).
+    locked_calls: Vec<&'static str>,
 }
 
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
@@ -433,6 +436,9 @@ impl World {
                 if o.refs == 0 {
                     self.objects.remove(&id);
                     self.dead_objects += 1;
+                    if KSYMS.held_by_me() && !PROBING.with(Cell::get) {
+                        self.locked_calls.push("object teardown");
+                    }
                 }
             }
             _ => violation(
@@ -546,16 +552,42 @@ thread_local! {
 }
 
 /// devfs runs the cdevpriv destructor outside any count destroy_dev(9) waits for:
-/// once it releases ksyms_lock, a kldunload may find no open left and unload the
-/// module under it. So whatever the destructor does after taking the lock, it must
-/// do before releasing it; a kernel service called from the destructor without the
-/// lock held is reported.
+/// whatever the destructor does, a kldunload may come at any moment, and the device
+/// must refuse it until the destructor is done (past that, the destructor may only
+/// return). So at each kernel service the destructor calls without ksyms_lock, a
+/// kldunload from another thread is tried, and its success reported.
 fn dtor_service(name: &str) {
-    if IN_DTOR.with(Cell::get) && !KSYMS.held_by_me() {
+    if !IN_DTOR.with(Cell::get) || KSYMS.held_by_me() || PROBING.with(Cell::get) {
+        return;
+    }
+    PROBING.with(|p| p.set(true));
+    let r = {
+        let _c = enter(None, None, false);
+        // SAFETY: MOD_UNLOAD, as the shim calls it (from another thread, in effect).
+        unsafe { sys::ksyms_rs_unload() }
+    };
+    if r == 0 {
         report(format!(
-            "{name} called by the cdevpriv destructor without ksyms_lock: \
-             a concurrent kldunload could have unloaded the code by then"
+            "{name} called by the cdevpriv destructor while a kldunload could \
+             unload the code: MOD_UNLOAD succeeded"
         ));
+        // Back to the loaded state, so that the test can go on.
+        // SAFETY: MOD_LOAD.
+        unsafe { sys::ksyms_rs_load() };
+    }
+    PROBING.with(|p| p.set(false));
+}
+
+thread_local! {
+    /// Whether this thread is trying an unload for dtor_service: its kpi calls are
+    /// not the device's own (not counted, hooked, failed or recorded).
+    static PROBING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Records a kpi service called with ksyms_lock held.
+fn under_lock(name: &'static str) {
+    if KSYMS.held_by_me() && !PROBING.with(Cell::get) {
+        with(|w| w.locked_calls.push(name));
     }
 }
 
@@ -623,6 +655,9 @@ fn run_hooks(hooks: Vec<HookFn>) {
 
 /// Counts a call of `kind`, runs the hooks due, and says whether to fail it.
 fn bump(kind: Kind) -> bool {
+    if PROBING.with(Cell::get) {
+        return false;
+    }
     let (fail, hooks, jitter) = with(|w| {
         let (fail, hooks) = w.bump(kind);
         (fail, hooks, w.jitter)
@@ -641,6 +676,7 @@ fn bump(kind: Kind) -> bool {
 #[no_mangle]
 pub extern "C" fn kpi_malloc(size: usize) -> *mut c_void {
     let _nu = NoUnwind::new();
+    under_lock("kpi_malloc");
     if bump(Kind::Malloc) {
         return std::ptr::null_mut();
     }
@@ -662,6 +698,7 @@ pub extern "C" fn kpi_malloc(size: usize) -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn kpi_free(p: *mut c_void) {
     let _nu = NoUnwind::new();
+    under_lock("kpi_free");
     bump(Kind::Free);
     dtor_service("kpi_free");
     if p.is_null() {
@@ -713,6 +750,7 @@ pub extern "C" fn kpi_unlock() {
 #[no_mangle]
 pub extern "C" fn kpi_linker_foreach(cb: sys::kpi_linker_cb, ctx_: *mut c_void) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_linker_foreach");
     bump(Kind::LinkerForeach);
     let walk_no = with(|w| {
         w.walk_no += 1;
@@ -770,12 +808,14 @@ fn walking(lf: *mut sys::linker_file, what: &str) -> Option<Arc<Loaded>> {
 #[no_mangle]
 pub extern "C" fn kpi_lf_id(lf: *mut sys::linker_file) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_lf_id");
     walking(lf, "kpi_lf_id").map_or(-1, |f| f.id)
 }
 
 #[no_mangle]
 pub extern "C" fn kpi_symtab_get(lf: *mut sys::linker_file, symtab: *mut *const c_void) -> c_long {
     let _nu = NoUnwind::new();
+    under_lock("kpi_symtab_get");
     let Some(f) = walking(lf, "kpi_symtab_get") else {
         return 0;
     };
@@ -798,6 +838,7 @@ pub extern "C" fn kpi_symtab_get(lf: *mut sys::linker_file, symtab: *mut *const 
 #[no_mangle]
 pub extern "C" fn kpi_strtab_get(lf: *mut sys::linker_file, strtab: *mut *const c_char) -> c_long {
     let _nu = NoUnwind::new();
+    under_lock("kpi_strtab_get");
     let Some(f) = walking(lf, "kpi_strtab_get") else {
         return 0;
     };
@@ -823,6 +864,7 @@ pub extern "C" fn kpi_symbol_value(
     value: *mut u64,
 ) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_symbol_value");
     bump(Kind::SymbolValue);
     let Some(f) = walking(lf, "kpi_symbol_value") else {
         return EINVAL;
@@ -856,6 +898,7 @@ pub extern "C" fn kpi_symbol_value(
 #[no_mangle]
 pub extern "C" fn kpi_object_alloc(size: u64) -> *mut sys::vm_object {
     let _nu = NoUnwind::new();
+    under_lock("kpi_object_alloc");
     if bump(Kind::ObjectAlloc) || size > MAX_OBJECT {
         return std::ptr::null_mut();
     }
@@ -866,6 +909,7 @@ pub extern "C" fn kpi_object_alloc(size: u64) -> *mut sys::vm_object {
 #[no_mangle]
 pub extern "C" fn kpi_object_ref(obj: *mut sys::vm_object) {
     let _nu = NoUnwind::new();
+    under_lock("kpi_object_ref");
     with(|w| {
         if let Some(id) = w.obj(obj, "kpi_object_ref") {
             w.objects.get_mut(&id).unwrap().refs += 1;
@@ -876,6 +920,7 @@ pub extern "C" fn kpi_object_ref(obj: *mut sys::vm_object) {
 #[no_mangle]
 pub extern "C" fn kpi_object_release(obj: *mut sys::vm_object) {
     let _nu = NoUnwind::new();
+    under_lock("kpi_object_release");
     dtor_service("kpi_object_release");
     with(|w| {
         if let Some(id) = w.obj(obj, "kpi_object_release") {
@@ -893,6 +938,7 @@ pub extern "C" fn kpi_object_write(
     len: usize,
 ) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_object_write");
     if bump(Kind::ObjectWrite) {
         return EFAULT;
     }
@@ -941,6 +987,7 @@ pub extern "C" fn kpi_object_read(
     uio: *mut sys::uio,
 ) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_object_read");
     if bump(Kind::ObjectRead) {
         return EFAULT;
     }
@@ -982,6 +1029,7 @@ pub extern "C" fn kpi_object_read(
 #[no_mangle]
 pub extern "C" fn kpi_uio_offset(uio: *mut sys::uio) -> i64 {
     let _nu = NoUnwind::new();
+    under_lock("kpi_uio_offset");
     if uio.is_null() {
         report("kpi_uio_offset with a NULL uio".into());
         return 0;
@@ -993,6 +1041,7 @@ pub extern "C" fn kpi_uio_offset(uio: *mut sys::uio) -> i64 {
 #[no_mangle]
 pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
     let _nu = NoUnwind::new();
+    under_lock("kpi_curproc");
     match ctx().pid {
         Some(pid) => encode(TAG_PROC, pid) as *mut sys::proc_,
         None => {
@@ -1005,6 +1054,7 @@ pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
 #[no_mangle]
 pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mut u64) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_map_object");
     if bump(Kind::MapObject) {
         return ENOMEM;
     }
@@ -1057,6 +1107,7 @@ pub extern "C" fn kpi_unmap_object(
     obj: *mut sys::vm_object,
 ) {
     let _nu = NoUnwind::new();
+    under_lock("kpi_unmap_object");
     bump(Kind::UnmapObject);
     if !KSYMS.held_by_me() {
         report("kpi_unmap_object without ksyms_lock held".into());
@@ -1096,6 +1147,7 @@ pub extern "C" fn kpi_unmap_object(
 #[no_mangle]
 pub extern "C" fn kpi_set_cdevpriv(priv_: *mut c_void) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_set_cdevpriv");
     if bump(Kind::SetCdevpriv) {
         return EBUSY;
     }
@@ -1117,6 +1169,7 @@ pub extern "C" fn kpi_set_cdevpriv(priv_: *mut c_void) -> c_int {
 #[no_mangle]
 pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_get_cdevpriv");
     bump(Kind::GetCdevpriv);
     let c = ctx();
     with(|w| {
@@ -1138,6 +1191,7 @@ pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
 #[no_mangle]
 pub extern "C" fn kpi_cache_enabled() -> c_int {
     let _nu = NoUnwind::new();
+    under_lock("kpi_cache_enabled");
     with(|w| c_int::from(w.cache_enabled))
 }
 
@@ -1382,6 +1436,11 @@ impl Sim {
             a.cdevprivs = w.fps.values().filter(|f| f.cdevpriv.is_some()).count();
             a
         })
+    }
+
+    /// The kpi services called with ksyms_lock held since the last call (or boot).
+    pub fn take_locked_calls(&self) -> Vec<&'static str> {
+        with(|w| std::mem::take(&mut w.locked_calls))
     }
 
     pub fn take_violations(&self) -> Vec<String> {
