@@ -1065,7 +1065,7 @@ fn only_what_must_runs_under_ksyms_lock() {
         ["kpi_unmap_object"],
         "uncached open and close"
     );
-    let fq = k.open(q, FREAD).unwrap();
+    let _closed_by_exit = k.open(q, FREAD).unwrap();
     assert!(k.kld_unload(id));
     let s = k.spawn(false);
     let fs = k.open(s, FREAD).unwrap();
