@@ -137,8 +137,9 @@ void	 kpi_panic(const char *msg, size_t len) __attribute__((__noreturn__));
 int	 ksyms_rs_load(void);
 /*
  * MOD_UNLOAD: EBUSY while any open of the device is alive or under way, or
- * a cdevpriv destructor is still releasing one; otherwise 0, after which no new open succeeds and the shim destroys the
- * device. Releases the cached snapshot.
+ * a cdevpriv destructor is still releasing one; otherwise 0, after which no
+ * new open succeeds and the shim destroys the device. Releases the cached
+ * snapshot.
  */
 int	 ksyms_rs_unload(void);
 /* d_open: 0 or errno. On error, nothing is left behind (no cdevpriv set). */

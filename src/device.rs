@@ -372,7 +372,8 @@ unsafe fn retire(ptr: NonNull<OpenFile>) {
     // The snapshot reference (maybe the object's last: its pages are freed) and the
     // entry's memory go outside the lock, while unload() still refuses.
     drop(entry);
-    // Last: from here a kldunload may proceed (see "Unload" in the module comment).
+    // Last: from here a kldunload may proceed (see "Unload while a destructor runs" in
+    // the module comment).
     RETIRING.fetch_sub(1, Ordering::SeqCst);
 }
 

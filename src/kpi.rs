@@ -103,8 +103,8 @@ unsafe impl<T: Send> Sync for Locked<T> {}
 impl<T> Locked<T> {
     /// # Safety
     /// No other `Locked` exists in the program. A second one would take the same
-    /// ksyms_lock: locking both would recurse on it (the shim panics), and each one's
-    /// guard would claim to stand for a different lock.
+    /// ksyms_lock, so a thread locking both would recurse on it (the shim panics),
+    /// and [`LockedBy`] relies on a guard standing for the one lock.
     pub(crate) const unsafe fn new(value: T) -> Self {
         Locked(UnsafeCell::new(value))
     }
@@ -135,9 +135,10 @@ impl<T> LockedBy<T> {
     /// The contents, for as long as `guard` is lent.
     pub(crate) fn access_mut<'a, S>(&'a self, _guard: &'a mut Guard<'_, S>) -> &'a mut T {
         // SAFETY: a Guard exists only while its thread holds ksyms_lock (there is one
-        // Locked, and so one lock), so no other thread is in here; this thread's only
-        // guard is mutably borrowed for 'a, and every access to the cell goes through
-        // this function, so no other reference to the contents exists during 'a.
+        // Locked, and so one lock), so no other thread is in here; this thread has
+        // one guard (the shim panics on recursion), mutably borrowed for 'a, and every
+        // access to the cell goes through this function, so no other reference to the
+        // contents exists during 'a.
         unsafe { &mut *self.0.get() }
     }
 }
