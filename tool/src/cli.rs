@@ -96,6 +96,11 @@ enum Command {
     },
 }
 
+/// The command line as clap knows it (what the manual page must document).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Runs the tool with `argv` (the program name first); returns the exit status.
 pub fn run<I, T>(argv: I, out: &mut dyn Write, err: &mut dyn Write) -> i32
 where
