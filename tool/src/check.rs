@@ -4,15 +4,18 @@
 //! 1. What any ELF reader (libelf, readelf) needs: magic, class, byte order,
 //!    headers and sections inside the file, a symbol table whose `sh_link` names a
 //!    string table.
-//! 2. What SPEC.md's layout fixes: every header field, the section-name table,
-//!    the section offsets and sizes, the file size.
+//! 2. What SPEC.md's layout fixes: every header field (`e_machine` that of the
+//!    machine asked for, else of one the tool knows: [`Machine::ALL`]), the
+//!    section-name table, the section offsets and sizes, the file size.
 //! 3. What makes a symbol table well formed: the null symbol first, the locals
 //!    before all others with `sh_info` one past the last of them, every `st_name`
 //!    inside `.strtab`, every `st_shndx` a reserved index or a section of the file,
 //!    a string table that starts and ends with NUL.
 //!
 //! The expected values are written out here from SPEC.md, not taken from the
-//! engine, so that `check` also cross-checks the engine.
+//! engine, so that `check` also cross-checks the engine. The records are read as
+//! the `object` crate's raw ELF-64 little-endian types, at whatever offset the
+//! file gives, so that every field can be judged even in a broken file.
 
 use crate::elfread::{c_str, hex_bytes};
 use crate::machine::Machine;

@@ -57,8 +57,6 @@ pub struct ElfSymbols<'a> {
     pub e_type: u16,
     pub e_machine: u16,
     pub sections: Vec<Section>,
-    /// Section index of the symbol table.
-    pub symtab_index: usize,
     /// Its `sh_info`: one past the last local symbol.
     pub sh_info: u32,
     pub syms: Vec<Elf64Sym>,
@@ -184,7 +182,6 @@ fn read<'a, Elf: FileHeader<Endian = Endianness>>(
                 sh_addralign: s.sh_addralign(endian).into(),
             })
             .collect(),
-        symtab_index,
         sh_info: symtab.sh_info(endian),
         syms: syms
             .iter()

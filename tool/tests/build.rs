@@ -288,3 +288,49 @@ fn build_an_arm64_snapshot_of_aarch64_files() {
     assert!(!mixed.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn readers_take_elf_of_any_class_and_byte_order() {
+    // lockstat-style readers take the .symtab of any ELF file: 32-bit
+    // little-endian (i386) and 64-bit big-endian (powerpc64) objects here.
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("ksyms-tool-classes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("mod.c");
+    std::fs::write(&src, MODULE_C).unwrap();
+    for arch in ["i386", "powerpc64"] {
+        let obj = dir.join(format!("mod_{arch}.o"));
+        run(clang(arch).arg("-c").arg("-o").arg(&obj).arg(&src));
+        let (status, out, err) = ksyms(&[
+            "-f".as_ref(),
+            obj.as_ref(),
+            "find".as_ref(),
+            "mod_*".as_ref(),
+        ]);
+        assert_eq!(status, 0, "{arch}: {err}");
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let names: Vec<&str> = rows.iter().map(|r| *r.last().unwrap()).collect();
+        for name in ["mod_value", "mod_hidden", "mod_first", "mod_second"] {
+            assert!(names.contains(&name), "{arch}: {name} in {out}");
+        }
+        let value = rows
+            .iter()
+            .find(|r| r.last() == Some(&"mod_value"))
+            .unwrap();
+        assert_eq!(value[1..4], ["4", "OBJECT", "GLOBAL"], "{arch}: {out}");
+        // ... while check holds them to SPEC's ELF-64 little-endian layout.
+        let (status, out, _) = ksyms(&["-f".as_ref(), obj.as_ref(), "check".as_ref()]);
+        assert_eq!(status, 1, "{arch}: {out}");
+        let fault = match arch {
+            "i386" => "EI_CLASS is 1, expected 2 (ELFCLASS64)",
+            _ => "EI_DATA is 2, expected 1 (ELFDATA2LSB)",
+        };
+        assert!(out.contains(fault), "{arch}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
