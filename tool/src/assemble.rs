@@ -93,12 +93,10 @@ pub fn place(
     floor: u64,
 ) -> Result<InputFile, String> {
     let mut syms = elf.syms.clone();
-    let alloc = || {
-        elf.sections
-            .iter()
-            .filter(|s| s.sh_flags & u64::from(SHF_ALLOC) != 0)
-    };
-    let span = alloc()
+    let span = elf
+        .sections
+        .iter()
+        .filter(|s| s.sh_flags & u64::from(SHF_ALLOC) != 0)
         .map(|s| s.sh_addr.saturating_add(s.sh_size))
         .max()
         .unwrap_or(0);
@@ -186,27 +184,26 @@ pub fn build_file(inputs: &[&Path], output: &Path) -> Result<Built, String> {
         let name = p.display().to_string();
         let bytes = std::fs::read(p).map_err(|e| format!("{name}: {e}"))?;
         let elf = ElfSymbols::parse_input(&bytes).map_err(|e| format!("{name}: {e}"))?;
-        let m = match (machine, Machine::from_e_machine(elf.e_machine)) {
-            (None, Some(m)) => m,
-            (None, None) => {
-                return Err(format!(
-                    "{name}: e_machine {}: snapshots are built for {}",
-                    elf.e_machine,
-                    Machine::ALL
-                        .iter()
-                        .map(|m| format!("{m} ({})", m.e_machine()))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                ))
-            }
-            (Some(k), _) if k.e_machine() == elf.e_machine => k,
-            (Some(k), _) => {
+        let m = match machine {
+            Some(k) if k.e_machine() == elf.e_machine => k,
+            Some(k) => {
                 return Err(format!(
                     "{name}: e_machine {}, but the kernel file is {k} ({})",
                     elf.e_machine,
                     k.e_machine()
                 ))
             }
+            None => Machine::from_e_machine(elf.e_machine).ok_or_else(|| {
+                let known: Vec<String> = Machine::ALL
+                    .iter()
+                    .map(|m| format!("{m} ({})", m.e_machine()))
+                    .collect();
+                format!(
+                    "{name}: e_machine {}: snapshots are built for {}",
+                    elf.e_machine,
+                    known.join(" and ")
+                )
+            })?,
         };
         machine = Some(m);
         let f = place(&name, &elf, i == 0, m, floor)?;

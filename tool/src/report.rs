@@ -9,13 +9,10 @@ use ksyms::elf::{
     Elf64Sym, SHN_ABS, SHN_COMMON, SHN_UNDEF, SHN_XINDEX, STB_GLOBAL, STB_LOCAL, STB_WEAK,
     STT_FILE, STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE, STT_OBJECT, STT_SECTION,
 };
+use object::elf::{STT_COMMON, STT_TLS};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt::Write;
-
-/// `STT_COMMON` and `STT_TLS`, which the engine has no use for.
-const STT_COMMON: u8 = 5;
-const STT_TLS: u8 = 6;
 
 /// The name readelf gives a symbol type.
 pub fn type_name(t: u8) -> String {
