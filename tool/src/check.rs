@@ -88,6 +88,13 @@ impl Report {
     fn fault(&mut self, msg: impl Into<String>) {
         self.faults.push(msg.into());
     }
+
+    /// A fault when a field is not what SPEC.md says.
+    fn expect(&mut self, what: &str, got: u64, want: u64) {
+        if got != want {
+            self.fault(format!("{what} is {got}, expected {want}"));
+        }
+    }
 }
 
 /// Faults about individual symbols, grouped by kind so that a table with
@@ -162,40 +169,30 @@ pub fn check(b: &[u8], machine: Option<Machine>) -> Report {
     }
 
     // ---- Layer 2: the header fields of SPEC.md ----
-    let mut expect = |what: &str, got: u64, want: u64| {
-        if got != want {
-            r.fault(format!("{what} is {got}, expected {want}"));
-        }
-    };
-    expect("EI_VERSION", ident[EI_VERSION].into(), EV_CURRENT.into());
-    expect("EI_OSABI", ident[EI_OSABI].into(), ELFOSABI_FREEBSD.into());
-    expect("EI_ABIVERSION", ident[EI_ABIVERSION].into(), 0);
-    expect("e_type", eh.e_type.get(LE).into(), ET_EXEC.into());
+    r.expect("EI_VERSION", ident[EI_VERSION].into(), EV_CURRENT.into());
+    r.expect("EI_OSABI", ident[EI_OSABI].into(), ELFOSABI_FREEBSD.into());
+    r.expect("EI_ABIVERSION", ident[EI_ABIVERSION].into(), 0);
+    r.expect("e_type", eh.e_type.get(LE).into(), ET_EXEC.into());
     check_machine(&mut r, eh.e_machine.get(LE), machine);
-    let mut expect = |what: &str, got: u64, want: u64| {
-        if got != want {
-            r.fault(format!("{what} is {got}, expected {want}"));
-        }
-    };
-    expect("e_version", eh.e_version.get(LE).into(), EV_CURRENT.into());
-    expect("e_entry", eh.e_entry.get(LE), 0);
-    expect("e_phoff", eh.e_phoff.get(LE), spec::PHOFF);
-    expect("e_shoff", eh.e_shoff.get(LE), spec::SHOFF);
-    expect("e_flags", eh.e_flags.get(LE).into(), 0);
-    expect("e_ehsize", eh.e_ehsize.get(LE).into(), EHDR_SIZE as u64);
-    expect(
+    r.expect("e_version", eh.e_version.get(LE).into(), EV_CURRENT.into());
+    r.expect("e_entry", eh.e_entry.get(LE), 0);
+    r.expect("e_phoff", eh.e_phoff.get(LE), spec::PHOFF);
+    r.expect("e_shoff", eh.e_shoff.get(LE), spec::SHOFF);
+    r.expect("e_flags", eh.e_flags.get(LE).into(), 0);
+    r.expect("e_ehsize", eh.e_ehsize.get(LE).into(), EHDR_SIZE as u64);
+    r.expect(
         "e_phentsize",
         eh.e_phentsize.get(LE).into(),
         PHDR_SIZE as u64,
     );
-    expect("e_phnum", eh.e_phnum.get(LE).into(), spec::PHNUM.into());
-    expect(
+    r.expect("e_phnum", eh.e_phnum.get(LE).into(), spec::PHNUM.into());
+    r.expect(
         "e_shentsize",
         eh.e_shentsize.get(LE).into(),
         SHDR_SIZE as u64,
     );
-    expect("e_shnum", eh.e_shnum.get(LE).into(), spec::SHNUM.into());
-    expect(
+    r.expect("e_shnum", eh.e_shnum.get(LE).into(), spec::SHNUM.into());
+    r.expect(
         "e_shstrndx",
         eh.e_shstrndx.get(LE).into(),
         spec::SHSTRNDX.into(),
