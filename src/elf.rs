@@ -24,6 +24,7 @@ pub const ELFOSABI_FREEBSD: u8 = 9;
 
 pub const ET_EXEC: u16 = 2;
 pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
 
 pub const PT_LOAD: u32 = 1;
 
@@ -77,6 +78,12 @@ pub const FREEBSD_AMD64: ElfTarget = ElfTarget {
     data: ELFDATA2LSB,
     osabi: ELFOSABI_FREEBSD,
     machine: EM_X86_64,
+};
+
+/// FreeBSD/arm64: ELF-64 little-endian like amd64, EM_AARCH64.
+pub const FREEBSD_ARM64: ElfTarget = ElfTarget {
+    machine: EM_AARCH64,
+    ..FREEBSD_AMD64
 };
 
 /// The ELF file header.

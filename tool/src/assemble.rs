@@ -1,54 +1,55 @@
 //! `ksyms build`: a snapshot of ELF files on this machine, made by the engine.
 //!
+//! The files are read with the `object` crate ([`crate::elfread`]); the snapshot is
+//! for the machine of the first file, amd64 or arm64, and the others must match it.
 //! The first file plays the kernel: its symbols go in with their values as they
 //! are, or, for a position-independent file (a shared object such as libc.so.6,
-//! or a PIE), moved to FreeBSD/amd64's kernel address [`KERNEL_BASE`] as if it
-//! had been loaded there. The others play modules: a tiny "linker" places each one's allocated
-//! sections at increasing addresses above the files before it, and reports a
-//! symbol's value as its section's address plus its offset (for a relocatable
-//! object, as FreeBSD's link_elf_obj.c does) or the load base plus its value (for
-//! a shared object or executable, as link_elf.c does). The snapshot is then written
-//! by `ksyms::snapshot`, the code that runs in the kernel. Symbols come from
-//! `.symtab`, or from `.dynsym` when the file is stripped.
+//! or a PIE), moved to the machine's kernel address ([`Machine::kernel_base`]) as
+//! if it had been loaded there. The others play modules: a tiny "linker" places
+//! each one's allocated sections at increasing addresses above the files before
+//! it, and reports a symbol's value as its section's address plus its offset (for
+//! a relocatable object, as FreeBSD's link_elf_obj.c does) or the load base plus
+//! its value (for a shared object or executable, as link_elf.c does). The snapshot
+//! is then written by `ksyms::snapshot`, the code that runs in the kernel. Symbols
+//! come from `.symtab`, or from `.dynsym` when the file is stripped.
 
-use crate::elfread::{range, read_ehdr, read_shdr, read_sym, SHDR_SIZE, SYM_SIZE};
-use ksyms::elf::{
-    Elf64Shdr, Elf64Sym, ELFCLASS64, ELFDATA2LSB, ELFMAG, FREEBSD_AMD64, SHN_ABS, SHN_LORESERVE,
-    SHN_UNDEF, SHT_STRTAB, SHT_SYMTAB,
-};
+use crate::elfread::ElfSymbols;
+use crate::machine::Machine;
+use ksyms::elf::{Elf64Sym, SHN_ABS, SHN_LORESERVE, SHN_UNDEF};
 use ksyms::snapshot::{self, LinkerFile, SliceSink};
+use object::elf::{ET_DYN, ET_REL, SHF_ALLOC, STT_TLS};
 use std::path::Path;
 
-const SHT_DYNSYM: u32 = 11;
-const SHF_ALLOC: u64 = 0x2;
-const ET_REL: u16 = 1;
-const ET_DYN: u16 = 3;
-/// STT_TLS: a value that is an offset in the thread-local block, not an address.
-const STT_TLS: u8 = 6;
-/// Where a position-independent "kernel" is placed: KERNBASE + 2 MiB, where
-/// FreeBSD/amd64 links its kernel.
-pub const KERNEL_BASE: u64 = 0xffff_ffff_8020_0000;
 /// Where module placement starts when the kernel file has no addresses.
 const MODULE_FLOOR: u64 = 0x100_0000;
 const MODULE_ALIGN: u64 = 0x1000;
 
-/// One input file, read and placed.
-#[derive(Debug)]
-pub struct ElfInput {
-    pub name: String,
-    kernel: bool,
-    relocatable: bool,
-    syms: Vec<Elf64Sym>,
-    strings: Vec<u8>,
-    /// Load address of each section (relocatable objects), indexed by section.
-    section_addr: Vec<Option<u64>>,
-    /// Load base (shared objects and executables as modules).
-    base: u64,
-    /// One past the highest address this file occupies.
-    end: u64,
+/// How the "linker" placed a file, which says what a symbol's address is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// A relocatable object: the address of each section, by section index
+    /// (`None` for a section that is not loaded); a symbol is at its section's
+    /// address plus its value.
+    Sections(Vec<Option<u64>>),
+    /// A shared object or executable loaded at this base: a symbol is at the base
+    /// plus its value.
+    Base(u64),
 }
 
-impl LinkerFile for ElfInput {
+/// One linker file for the engine: its symbol table, its string table and where
+/// it was placed.
+#[derive(Clone, Debug)]
+pub struct InputFile {
+    pub name: String,
+    pub kernel: bool,
+    pub syms: Vec<Elf64Sym>,
+    pub strings: Vec<u8>,
+    pub placement: Placement,
+    /// One past the highest address this file occupies.
+    pub end: u64,
+}
+
+impl LinkerFile for InputFile {
     fn is_kernel(&self) -> bool {
         self.kernel
     }
@@ -63,19 +64,16 @@ impl LinkerFile for ElfInput {
             SHN_UNDEF => None,
             SHN_ABS => Some(sym.st_value),
             x if x >= SHN_LORESERVE => None,
-            x if self.relocatable => self
-                .section_addr
-                .get(usize::from(x))
-                .copied()
-                .flatten()
-                .and_then(|a| a.checked_add(sym.st_value)),
-            _ => self.base.checked_add(sym.st_value),
+            x => match &self.placement {
+                Placement::Sections(addr) => addr
+                    .get(usize::from(x))
+                    .copied()
+                    .flatten()
+                    .and_then(|a| a.checked_add(sym.st_value)),
+                Placement::Base(base) => base.checked_add(sym.st_value),
+            },
         }
     }
-}
-
-fn fail<T>(path: &Path, msg: impl std::fmt::Display) -> Result<T, String> {
-    Err(format!("{}: {msg}", path.display()))
 }
 
 fn align_up(v: u64, a: u64) -> Option<u64> {
@@ -83,107 +81,69 @@ fn align_up(v: u64, a: u64) -> Option<u64> {
     v.checked_add(a - 1).map(|x| x / a * a)
 }
 
-/// Reads `path`; `kernel` for the first file; `floor` is the lowest address a
-/// module may take.
-pub fn read_input(path: &Path, kernel: bool, floor: u64) -> Result<ElfInput, String> {
-    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let Some(eh) = read_ehdr(&b) else {
-        return fail(path, "too short for an ELF header");
-    };
-    if eh.e_ident[..4] != ELFMAG {
-        return fail(path, "not an ELF file");
-    }
-    if eh.e_ident[4] != ELFCLASS64 || eh.e_ident[5] != ELFDATA2LSB {
-        return fail(path, "not a 64-bit little-endian ELF file");
-    }
-    if usize::from(eh.e_shentsize) != SHDR_SIZE {
-        return fail(path, "unexpected e_shentsize");
-    }
-    let shoff =
-        usize::try_from(eh.e_shoff).map_err(|_| format!("{}: bad e_shoff", path.display()))?;
-    let shdrs: Vec<Elf64Shdr> = (0..usize::from(eh.e_shnum))
-        .map(|i| read_shdr(&b, shoff + i * SHDR_SIZE))
-        .collect::<Option<_>>()
-        .ok_or_else(|| format!("{}: section headers past the end", path.display()))?;
-    let symtab = shdrs
-        .iter()
-        .find(|s| s.sh_type == SHT_SYMTAB)
-        .or_else(|| shdrs.iter().find(|s| s.sh_type == SHT_DYNSYM))
-        .copied()
-        .ok_or_else(|| format!("{}: no symbol table (.symtab or .dynsym)", path.display()))?;
-    let strsh = shdrs
-        .get(symtab.sh_link as usize)
-        .filter(|s| s.sh_type == SHT_STRTAB)
-        .copied()
-        .ok_or_else(|| format!("{}: the symbol table has no string table", path.display()))?;
-    let symbytes = range(&b, symtab.sh_offset, symtab.sh_size)
-        .ok_or_else(|| format!("{}: symbol table past the end", path.display()))?;
-    let strings = range(&b, strsh.sh_offset, strsh.sh_size)
-        .ok_or_else(|| format!("{}: string table past the end", path.display()))?
-        .to_vec();
-    let mut syms: Vec<Elf64Sym> = symbytes
-        .chunks_exact(SYM_SIZE)
-        .filter_map(|c| read_sym(c, 0))
-        .collect();
+const EXHAUSTED: &str = "address space exhausted";
 
-    let relocatable = eh.e_type == ET_REL;
-    let mut section_addr = vec![None; shdrs.len()];
-    let base;
-    let mut end;
-    if kernel {
-        base = if eh.e_type == ET_DYN { KERNEL_BASE } else { 0 };
-        end = shdrs
-            .iter()
-            .filter(|s| s.sh_flags & SHF_ALLOC != 0)
-            .map(|s| s.sh_addr.saturating_add(s.sh_size))
-            .max()
-            .unwrap_or(0)
-            .checked_add(base)
-            .ok_or("address space exhausted")?;
+/// Places the file `elf` read from `name`: as the kernel (`kernel`, on
+/// `machine`), or as a module at `floor` or above.
+pub fn place(
+    name: &str,
+    elf: &ElfSymbols<'_>,
+    kernel: bool,
+    machine: Machine,
+    floor: u64,
+) -> Result<InputFile, String> {
+    let mut syms = elf.syms.clone();
+    let span = elf
+        .sections
+        .iter()
+        .filter(|s| s.sh_flags & u64::from(SHF_ALLOC) != 0)
+        .map(|s| s.sh_addr.saturating_add(s.sh_size))
+        .max()
+        .unwrap_or(0);
+    let (placement, base, mut end) = if kernel {
+        let base = if elf.e_type == ET_DYN {
+            machine.kernel_base()
+        } else {
+            0
+        };
         if base != 0 {
             for s in syms.iter_mut().filter(|s| {
                 s.st_shndx != SHN_UNDEF && s.st_shndx < SHN_LORESERVE && s.kind() != STT_TLS
             }) {
-                s.st_value = s
-                    .st_value
-                    .checked_add(base)
-                    .ok_or("address space exhausted")?;
+                s.st_value = s.st_value.checked_add(base).ok_or(EXHAUSTED)?;
             }
         }
-    } else if relocatable {
+        let end = span.checked_add(base).ok_or(EXHAUSTED)?;
+        (Placement::Base(0), base, end)
+    } else if elf.e_type == ET_REL {
         // Allocated sections one after the other, each at its own alignment.
-        base = align_up(floor, MODULE_ALIGN).ok_or("address space exhausted")?;
-        end = base;
-        for (i, s) in shdrs.iter().enumerate() {
-            if s.sh_flags & SHF_ALLOC == 0 {
+        let base = align_up(floor, MODULE_ALIGN).ok_or(EXHAUSTED)?;
+        let mut end = base;
+        let mut addr = vec![None; elf.sections.len()];
+        for (i, s) in elf.sections.iter().enumerate() {
+            if s.sh_flags & u64::from(SHF_ALLOC) == 0 {
                 continue;
             }
-            let at = align_up(end, s.sh_addralign).ok_or("address space exhausted")?;
-            section_addr[i] = Some(at);
+            let at = align_up(end, s.sh_addralign).ok_or(EXHAUSTED)?;
+            addr[i] = Some(at);
             // .bss (SHT_NOBITS) takes room too, like any allocated section.
-            end = at.checked_add(s.sh_size).ok_or("address space exhausted")?;
+            end = at.checked_add(s.sh_size).ok_or(EXHAUSTED)?;
         }
+        (Placement::Sections(addr), base, end)
     } else {
-        base = align_up(floor, MODULE_ALIGN).ok_or("address space exhausted")?;
-        let span = shdrs
-            .iter()
-            .filter(|s| s.sh_flags & SHF_ALLOC != 0)
-            .map(|s| s.sh_addr.saturating_add(s.sh_size))
-            .max()
-            .unwrap_or(0);
-        end = base.checked_add(span).ok_or("address space exhausted")?;
-    }
+        let base = align_up(floor, MODULE_ALIGN).ok_or(EXHAUSTED)?;
+        let end = base.checked_add(span).ok_or(EXHAUSTED)?;
+        (Placement::Base(base), base, end)
+    };
     if end == base {
         end = base.saturating_add(1);
     }
-    Ok(ElfInput {
-        name: path.display().to_string(),
+    Ok(InputFile {
+        name: name.to_string(),
         kernel,
-        relocatable,
         syms,
-        strings,
-        section_addr,
-        base,
+        strings: elf.strtab.to_vec(),
+        placement,
         end,
     })
 }
@@ -193,10 +153,11 @@ pub fn read_input(path: &Path, kernel: bool, floor: u64) -> Result<ElfInput, Str
 pub struct Built {
     pub size: u64,
     pub symbols: u64,
+    pub machine: Machine,
 }
 
-/// The snapshot of already-read inputs, in memory.
-pub fn build(files: &[ElfInput]) -> Result<Vec<u8>, String> {
+/// The snapshot of `files` (the kernel first) for `machine`, in memory.
+pub fn build(files: &[InputFile], machine: Machine) -> Result<Vec<u8>, String> {
     let census = snapshot::census(files).map_err(|e| format!("census: {e:?}"))?;
     let layout = census.layout().map_err(|e| format!("layout: {e:?}"))?;
     let size = usize::try_from(layout.size()).map_err(|_| "snapshot too large".to_string())?;
@@ -205,7 +166,7 @@ pub fn build(files: &[ElfInput]) -> Result<Vec<u8>, String> {
     snapshot::write(
         files,
         layout,
-        &FREEBSD_AMD64,
+        machine.target(),
         &mut SliceSink(&mut bytes),
         &mut scratch,
     )
@@ -213,22 +174,52 @@ pub fn build(files: &[ElfInput]) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Reads `inputs` (the kernel first), builds their snapshot and writes it to
-/// `output`.
+/// Reads `inputs` (the kernel first), builds their snapshot for the kernel file's
+/// machine and writes it to `output`.
 pub fn build_file(inputs: &[&Path], output: &Path) -> Result<Built, String> {
     let mut files = Vec::with_capacity(inputs.len());
+    let mut machine: Option<Machine> = None;
     let mut floor = 0u64;
     for (i, p) in inputs.iter().enumerate() {
-        let f = read_input(p, i == 0, floor)?;
+        let name = p.display().to_string();
+        let bytes = std::fs::read(p).map_err(|e| format!("{name}: {e}"))?;
+        let elf = ElfSymbols::parse_input(&bytes).map_err(|e| format!("{name}: {e}"))?;
+        let m = match machine {
+            Some(k) if k.e_machine() == elf.e_machine => k,
+            Some(k) => {
+                return Err(format!(
+                    "{name}: e_machine {}, but the kernel file is {k} ({})",
+                    elf.e_machine,
+                    k.e_machine()
+                ))
+            }
+            None => Machine::from_e_machine(elf.e_machine).ok_or_else(|| {
+                let known: Vec<String> = Machine::ALL
+                    .iter()
+                    .map(|m| format!("{m} ({})", m.e_machine()))
+                    .collect();
+                format!(
+                    "{name}: e_machine {}: snapshots are built for {}",
+                    elf.e_machine,
+                    known.join(" and ")
+                )
+            })?,
+        };
+        machine = Some(m);
+        let f = place(&name, &elf, i == 0, m, floor)?;
         floor = align_up(f.end.max(MODULE_FLOOR), MODULE_ALIGN)
             .and_then(|x| x.checked_add(MODULE_ALIGN))
-            .ok_or("address space exhausted")?;
+            .ok_or(EXHAUSTED)?;
         files.push(f);
     }
-    let bytes = build(&files)?;
+    let Some(machine) = machine else {
+        return Err("no input files".to_string());
+    };
+    let bytes = build(&files, machine)?;
     std::fs::write(output, &bytes).map_err(|e| format!("{}: {e}", output.display()))?;
     Ok(Built {
         size: bytes.len() as u64,
         symbols: files.iter().map(|f| f.syms.len() as u64).sum(),
+        machine,
     })
 }

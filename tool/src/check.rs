@@ -4,25 +4,51 @@
 //! 1. What any ELF reader (libelf, readelf) needs: magic, class, byte order,
 //!    headers and sections inside the file, a symbol table whose `sh_link` names a
 //!    string table.
-//! 2. What SPEC.md's layout fixes: every header field, the section-name table,
-//!    the section offsets and sizes, the file size.
+//! 2. What SPEC.md's layout fixes: every header field (`e_machine` that of the
+//!    machine asked for, else of one the tool knows: [`Machine::ALL`]), the
+//!    section-name table, the section offsets and sizes, the file size.
 //! 3. What makes a symbol table well formed: the null symbol first, the locals
 //!    before all others with `sh_info` one past the last of them, every `st_name`
 //!    inside `.strtab`, every `st_shndx` a reserved index or a section of the file,
 //!    a string table that starts and ends with NUL.
 //!
 //! The expected values are written out here from SPEC.md, not taken from the
-//! engine, so that `check` also cross-checks the engine.
+//! engine, so that `check` also cross-checks the engine. The records are read as
+//! the `object` crate's raw ELF-64 little-endian types, at whatever offset the
+//! file gives, so that every field can be judged even in a broken file.
 
-use crate::elfread::{
-    c_str, hex_bytes, range, read_ehdr, read_phdr, read_shdr, read_sym, EHDR_SIZE, PHDR_SIZE,
-    SHDR_SIZE, SYM_SIZE,
-};
+use crate::elfread::{c_str, hex_bytes};
+use crate::machine::Machine;
 use ksyms::elf::{
-    Elf64Shdr, Elf64Sym, EI_ABIVERSION, EI_CLASS, EI_DATA, EI_NIDENT, EI_OSABI, EI_VERSION,
-    ELFCLASS64, ELFDATA2LSB, ELFMAG, ELFOSABI_FREEBSD, EM_X86_64, ET_EXEC, EV_CURRENT, PT_LOAD,
-    SHN_ABS, SHN_COMMON, SHN_UNDEF, SHT_STRTAB, SHT_SYMTAB,
+    EI_ABIVERSION, EI_CLASS, EI_DATA, EI_NIDENT, EI_OSABI, EI_VERSION, ELFCLASS64, ELFDATA2LSB,
+    ELFMAG, ELFOSABI_FREEBSD, ET_EXEC, EV_CURRENT, PT_LOAD, SHN_ABS, SHN_COMMON, SHN_UNDEF,
+    SHT_STRTAB, SHT_SYMTAB,
 };
+use object::elf::{FileHeader64, ProgramHeader64, SectionHeader64, Sym64};
+use object::read::elf::Sym as _;
+use object::{pod, LittleEndian as LE, ReadRef};
+use std::mem::size_of;
+
+type Ehdr = FileHeader64<LE>;
+type Phdr = ProgramHeader64<LE>;
+type Shdr = SectionHeader64<LE>;
+type Sym = Sym64<LE>;
+
+/// Sizes of the ELF-64 records on disk.
+const EHDR_SIZE: usize = size_of::<Ehdr>();
+const PHDR_SIZE: usize = size_of::<Phdr>();
+const SHDR_SIZE: usize = size_of::<Shdr>();
+const SYM_SIZE: usize = size_of::<Sym>();
+
+/// Whether a record is all zero bytes.
+fn is_zero<T: pod::Pod>(record: &T) -> bool {
+    pod::bytes_of(record).iter().all(|&c| c == 0)
+}
+
+/// The bytes `[offset, offset + size)` of `b`, if they are all in the file.
+fn range(b: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
+    b.read_bytes_at(offset, size).ok()
+}
 
 /// SPEC.md's layout, in numbers.
 pub mod spec {
@@ -50,6 +76,8 @@ pub struct Report {
     pub faults: Vec<String>,
     /// Symbols examined (0 when the symbol table could not be located).
     pub symbols: u64,
+    /// The machine of `e_machine`, when it is one that was asked for.
+    pub machine: Option<Machine>,
 }
 
 impl Report {
@@ -59,6 +87,13 @@ impl Report {
 
     fn fault(&mut self, msg: impl Into<String>) {
         self.faults.push(msg.into());
+    }
+
+    /// A fault when a field is not what SPEC.md says.
+    fn expect(&mut self, what: &str, got: u64, want: u64) {
+        if got != want {
+            self.fault(format!("{what} is {got}, expected {want}"));
+        }
     }
 }
 
@@ -97,116 +132,111 @@ impl SymFaults {
     }
 }
 
-/// Checks the bytes of a snapshot.
-pub fn check(b: &[u8]) -> Report {
+/// Checks the bytes of a snapshot. `machine`: the machine whose snapshot it must
+/// be; `None` accepts any of [`Machine::ALL`].
+pub fn check(b: &[u8], machine: Option<Machine>) -> Report {
     let mut r = Report::default();
     let size = b.len() as u64;
 
     // ---- Layer 1: an ELF file at all ----
-    let Some(eh) = read_ehdr(b) else {
+    let Ok(eh) = b.read_at::<Ehdr>(0) else {
         r.fault(format!(
             "truncated: the file is {size} bytes, the ELF header alone needs {EHDR_SIZE}"
         ));
         return r;
     };
-    if eh.e_ident[..4] != ELFMAG {
+    let ident = &pod::bytes_of(eh)[..EI_NIDENT];
+    if ident[..4] != ELFMAG {
         r.fault(format!(
             "bad magic: {} is not an ELF file (expected 7f 45 4c 46)",
-            hex_bytes(&eh.e_ident[..4])
+            hex_bytes(&ident[..4])
         ));
         return r;
     }
-    if eh.e_ident[EI_CLASS] != ELFCLASS64 {
+    if ident[EI_CLASS] != ELFCLASS64 {
         r.fault(format!(
             "EI_CLASS is {}, expected {ELFCLASS64} (ELFCLASS64)",
-            eh.e_ident[EI_CLASS]
+            ident[EI_CLASS]
         ));
         return r;
     }
-    if eh.e_ident[EI_DATA] != ELFDATA2LSB {
+    if ident[EI_DATA] != ELFDATA2LSB {
         r.fault(format!(
             "EI_DATA is {}, expected {ELFDATA2LSB} (ELFDATA2LSB)",
-            eh.e_ident[EI_DATA]
+            ident[EI_DATA]
         ));
         return r;
     }
 
     // ---- Layer 2: the header fields of SPEC.md ----
-    let mut expect = |what: &str, got: u64, want: u64| {
-        if got != want {
-            r.fault(format!("{what} is {got}, expected {want}"));
-        }
-    };
-    expect(
-        "EI_VERSION",
-        eh.e_ident[EI_VERSION].into(),
-        EV_CURRENT.into(),
+    r.expect("EI_VERSION", ident[EI_VERSION].into(), EV_CURRENT.into());
+    r.expect("EI_OSABI", ident[EI_OSABI].into(), ELFOSABI_FREEBSD.into());
+    r.expect("EI_ABIVERSION", ident[EI_ABIVERSION].into(), 0);
+    r.expect("e_type", eh.e_type.get(LE).into(), ET_EXEC.into());
+    check_machine(&mut r, eh.e_machine.get(LE), machine);
+    r.expect("e_version", eh.e_version.get(LE).into(), EV_CURRENT.into());
+    r.expect("e_entry", eh.e_entry.get(LE), 0);
+    r.expect("e_phoff", eh.e_phoff.get(LE), spec::PHOFF);
+    r.expect("e_shoff", eh.e_shoff.get(LE), spec::SHOFF);
+    r.expect("e_flags", eh.e_flags.get(LE).into(), 0);
+    r.expect("e_ehsize", eh.e_ehsize.get(LE).into(), EHDR_SIZE as u64);
+    r.expect(
+        "e_phentsize",
+        eh.e_phentsize.get(LE).into(),
+        PHDR_SIZE as u64,
     );
-    expect(
-        "EI_OSABI",
-        eh.e_ident[EI_OSABI].into(),
-        ELFOSABI_FREEBSD.into(),
+    r.expect("e_phnum", eh.e_phnum.get(LE).into(), spec::PHNUM.into());
+    r.expect(
+        "e_shentsize",
+        eh.e_shentsize.get(LE).into(),
+        SHDR_SIZE as u64,
     );
-    expect("EI_ABIVERSION", eh.e_ident[EI_ABIVERSION].into(), 0);
-    expect("e_type", eh.e_type.into(), ET_EXEC.into());
-    expect("e_machine", eh.e_machine.into(), EM_X86_64.into());
-    expect("e_version", eh.e_version.into(), EV_CURRENT.into());
-    expect("e_entry", eh.e_entry, 0);
-    expect("e_phoff", eh.e_phoff, spec::PHOFF);
-    expect("e_shoff", eh.e_shoff, spec::SHOFF);
-    expect("e_flags", eh.e_flags.into(), 0);
-    expect("e_ehsize", eh.e_ehsize.into(), EHDR_SIZE as u64);
-    expect("e_phentsize", eh.e_phentsize.into(), PHDR_SIZE as u64);
-    expect("e_phnum", eh.e_phnum.into(), spec::PHNUM.into());
-    expect("e_shentsize", eh.e_shentsize.into(), SHDR_SIZE as u64);
-    expect("e_shnum", eh.e_shnum.into(), spec::SHNUM.into());
-    expect("e_shstrndx", eh.e_shstrndx.into(), spec::SHSTRNDX.into());
-    if eh.e_ident[EI_ABIVERSION + 1..EI_NIDENT]
-        .iter()
-        .any(|&c| c != 0)
-    {
+    r.expect("e_shnum", eh.e_shnum.get(LE).into(), spec::SHNUM.into());
+    r.expect(
+        "e_shstrndx",
+        eh.e_shstrndx.get(LE).into(),
+        spec::SHSTRNDX.into(),
+    );
+    if ident[EI_ABIVERSION + 1..EI_NIDENT].iter().any(|&c| c != 0) {
         r.fault("e_ident padding (bytes 9-15) is not zero");
     }
 
     // Program headers: where e_phoff says, as readers find them.
-    let phnum = usize::from(eh.e_phnum);
+    let phnum = usize::from(eh.e_phnum.get(LE));
     let ph_end = (phnum as u64)
-        .checked_mul(u64::from(eh.e_phentsize))
-        .and_then(|n| n.checked_add(eh.e_phoff));
+        .checked_mul(u64::from(eh.e_phentsize.get(LE)))
+        .and_then(|n| n.checked_add(eh.e_phoff.get(LE)));
     if ph_end.is_none_or(|e| e > size) {
         r.fault(format!(
             "truncated: the program headers (offset {}, {phnum} of {} bytes) end past the file's {size} bytes",
-            eh.e_phoff, eh.e_phentsize
+            eh.e_phoff.get(LE), eh.e_phentsize.get(LE)
         ));
-    } else if usize::from(eh.e_phentsize) == PHDR_SIZE {
-        for i in 0..phnum {
-            let Some(ph) = usize::try_from(eh.e_phoff)
-                .ok()
-                .and_then(|o| read_phdr(b, o + i * PHDR_SIZE))
-            else {
-                continue;
-            };
+    } else if usize::from(eh.e_phentsize.get(LE)) == PHDR_SIZE {
+        let phdrs = b
+            .read_slice_at::<Phdr>(eh.e_phoff.get(LE), phnum)
+            .unwrap_or_default();
+        for (i, ph) in phdrs.iter().enumerate() {
             let want_flags = spec::PHDR_FLAGS.get(i).copied();
-            if ph.p_type != PT_LOAD {
+            if ph.p_type.get(LE) != PT_LOAD {
                 r.fault(format!(
                     "program header {i}: p_type is {}, expected {PT_LOAD} (PT_LOAD)",
-                    ph.p_type
+                    ph.p_type.get(LE)
                 ));
             }
-            if want_flags.is_some_and(|f| f != ph.p_flags) {
+            if want_flags.is_some_and(|f| f != ph.p_flags.get(LE)) {
                 r.fault(format!(
                     "program header {i}: p_flags is {:#x}, expected {:#x}",
-                    ph.p_flags,
+                    ph.p_flags.get(LE),
                     want_flags.unwrap_or(0)
                 ));
             }
             if [
-                ph.p_offset,
-                ph.p_vaddr,
-                ph.p_paddr,
-                ph.p_filesz,
-                ph.p_memsz,
-                ph.p_align,
+                ph.p_offset.get(LE),
+                ph.p_vaddr.get(LE),
+                ph.p_paddr.get(LE),
+                ph.p_filesz.get(LE),
+                ph.p_memsz.get(LE),
+                ph.p_align.get(LE),
             ]
             .iter()
             .any(|&v| v != 0)
@@ -219,50 +249,47 @@ pub fn check(b: &[u8]) -> Report {
     }
 
     // Section headers: needed for everything that follows.
-    if usize::from(eh.e_shentsize) != SHDR_SIZE {
+    if usize::from(eh.e_shentsize.get(LE)) != SHDR_SIZE {
         r.fault("cannot read the section headers: e_shentsize is not 64");
         return r;
     }
-    let shnum = usize::from(eh.e_shnum);
+    let shnum = usize::from(eh.e_shnum.get(LE));
     let sh_end = (shnum as u64)
         .checked_mul(SHDR_SIZE as u64)
-        .and_then(|n| n.checked_add(eh.e_shoff));
+        .and_then(|n| n.checked_add(eh.e_shoff.get(LE)));
     if sh_end.is_none_or(|e| e > size) {
         r.fault(format!(
             "truncated: the section headers (offset {}, {shnum} of {SHDR_SIZE} bytes) end past the file's {size} bytes",
-            eh.e_shoff
+            eh.e_shoff.get(LE)
         ));
         return r;
     }
-    let shdrs: Vec<Elf64Shdr> = (0..shnum)
-        .filter_map(|i| {
-            usize::try_from(eh.e_shoff)
-                .ok()
-                .and_then(|o| read_shdr(b, o + i * SHDR_SIZE))
-        })
-        .collect();
-    if shdrs.first().is_some_and(|s| *s != Elf64Shdr::default()) {
+    let shdrs = b
+        .read_slice_at::<Shdr>(eh.e_shoff.get(LE), shnum)
+        .unwrap_or_default();
+    if shdrs.first().is_some_and(|s| !is_zero(s)) {
         r.fault("section header 0 is not all zeros");
     }
     for (i, sh) in shdrs.iter().enumerate().skip(1) {
-        if range(b, sh.sh_offset, sh.sh_size).is_none() {
+        if range(b, sh.sh_offset.get(LE), sh.sh_size.get(LE)).is_none() {
             r.fault(format!(
                 "truncated: section {i} (offset {}, {} bytes) ends past the file's {size} bytes",
-                sh.sh_offset, sh.sh_size
+                sh.sh_offset.get(LE),
+                sh.sh_size.get(LE)
             ));
         }
     }
 
     // Section names.
     let shstr = shdrs
-        .get(usize::from(eh.e_shstrndx))
-        .and_then(|s| range(b, s.sh_offset, s.sh_size));
+        .get(usize::from(eh.e_shstrndx.get(LE)))
+        .and_then(|s| range(b, s.sh_offset.get(LE), s.sh_size.get(LE)));
     if let Some(sh) = shdrs.get(usize::from(spec::SHSTRNDX)) {
         expect_section(&mut r, 3, sh, SHT_STRTAB, Some(spec::SHSTRTAB_OFFSET));
-        if sh.sh_size != spec::SHSTRTAB.len() as u64 {
+        if sh.sh_size.get(LE) != spec::SHSTRTAB.len() as u64 {
             r.fault(format!(
                 "section 3 (.shstrtab): sh_size is {}, expected {}",
-                sh.sh_size,
+                sh.sh_size.get(LE),
                 spec::SHSTRTAB.len()
             ));
         }
@@ -277,7 +304,7 @@ pub fn check(b: &[u8]) -> Report {
     }
     if let Some(t) = shstr {
         for (i, sh) in shdrs.iter().enumerate().skip(1) {
-            let name = c_str(t, sh.sh_name).map(String::from_utf8_lossy);
+            let name = c_str(t, sh.sh_name.get(LE)).map(String::from_utf8_lossy);
             let want = spec::SECTION_NAMES.get(i).copied();
             match (name, want) {
                 (Some(n), Some(w)) if n == w => {}
@@ -286,7 +313,7 @@ pub fn check(b: &[u8]) -> Report {
                 }
                 (None, _) => r.fault(format!(
                     "section {i}: sh_name {} is outside the section-name table",
-                    sh.sh_name
+                    sh.sh_name.get(LE)
                 )),
                 (Some(_), None) => {}
             }
@@ -294,11 +321,16 @@ pub fn check(b: &[u8]) -> Report {
     }
 
     // ---- The symbol and string tables ----
-    let Some(sym_index) = shdrs.iter().position(|s| s.sh_type == SHT_SYMTAB) else {
+    let Some(sym_index) = shdrs.iter().position(|s| s.sh_type.get(LE) == SHT_SYMTAB) else {
         r.fault("no symbol table: no section of type SHT_SYMTAB");
         return r;
     };
-    if shdrs.iter().filter(|s| s.sh_type == SHT_SYMTAB).count() > 1 {
+    if shdrs
+        .iter()
+        .filter(|s| s.sh_type.get(LE) == SHT_SYMTAB)
+        .count()
+        > 1
+    {
         r.fault("more than one SHT_SYMTAB section");
     }
     if sym_index != 1 {
@@ -306,62 +338,68 @@ pub fn check(b: &[u8]) -> Report {
             "the symbol table is section {sym_index}, expected 1"
         ));
     }
-    let symsh = shdrs[sym_index];
+    let symsh = &shdrs[sym_index];
     expect_section(
         &mut r,
         sym_index,
-        &symsh,
+        symsh,
         SHT_SYMTAB,
         Some(spec::SYMTAB_OFFSET),
     );
-    if symsh.sh_entsize != SYM_SIZE as u64 {
+    if symsh.sh_entsize.get(LE) != SYM_SIZE as u64 {
         r.fault(format!(
             ".symtab: sh_entsize is {}, expected {SYM_SIZE}",
-            symsh.sh_entsize
+            symsh.sh_entsize.get(LE)
         ));
         return r;
     }
-    if symsh.sh_addralign != 8 {
+    if symsh.sh_addralign.get(LE) != 8 {
         r.fault(format!(
             ".symtab: sh_addralign is {}, expected 8",
-            symsh.sh_addralign
+            symsh.sh_addralign.get(LE)
         ));
     }
-    if !symsh.sh_size.is_multiple_of(SYM_SIZE as u64) {
+    if !symsh.sh_size.get(LE).is_multiple_of(SYM_SIZE as u64) {
         r.fault(format!(
             ".symtab: sh_size {} is not a multiple of {SYM_SIZE}",
-            symsh.sh_size
+            symsh.sh_size.get(LE)
         ));
     }
-    if symsh.sh_link != 2 {
-        r.fault(format!(".symtab: sh_link is {}, expected 2", symsh.sh_link));
+    if symsh.sh_link.get(LE) != 2 {
+        r.fault(format!(
+            ".symtab: sh_link is {}, expected 2",
+            symsh.sh_link.get(LE)
+        ));
     }
-    let Some(strsh) = shdrs.get(symsh.sh_link as usize).copied() else {
+    let Some(strsh) = shdrs.get(symsh.sh_link.get(LE) as usize) else {
         r.fault(format!(
             ".symtab: sh_link {} names no section (the file has {shnum})",
-            symsh.sh_link
+            symsh.sh_link.get(LE)
         ));
         return r;
     };
-    let want_stroff = symsh.sh_offset.checked_add(symsh.sh_size);
+    let want_stroff = symsh.sh_offset.get(LE).checked_add(symsh.sh_size.get(LE));
     expect_section(
         &mut r,
-        symsh.sh_link as usize,
-        &strsh,
+        symsh.sh_link.get(LE) as usize,
+        strsh,
         SHT_STRTAB,
         want_stroff,
     );
-    if strsh.sh_type != SHT_STRTAB {
+    if strsh.sh_type.get(LE) != SHT_STRTAB {
         return r;
     }
     let (Some(symbytes), Some(strtab)) = (
-        range(b, symsh.sh_offset, symsh.sh_size),
-        range(b, strsh.sh_offset, strsh.sh_size),
+        range(b, symsh.sh_offset.get(LE), symsh.sh_size.get(LE)),
+        range(b, strsh.sh_offset.get(LE), strsh.sh_size.get(LE)),
     ) else {
         // Already reported as a truncated section.
         return r;
     };
-    let file_end = strsh.sh_offset.saturating_add(strsh.sh_size);
+    let file_end = strsh
+        .sh_offset
+        .get(LE)
+        .saturating_add(strsh.sh_size.get(LE));
     if size < file_end {
         r.fault(format!(
             "truncated: the file is {size} bytes, .strtab ends at {file_end}"
@@ -386,51 +424,66 @@ pub fn check(b: &[u8]) -> Report {
     }
 
     // ---- Layer 3: the symbols ----
-    let syms: Vec<Elf64Sym> = symbytes
-        .chunks_exact(SYM_SIZE)
-        .filter_map(|c| read_sym(c, 0))
-        .collect();
+    let (syms, _) =
+        pod::slice_from_bytes::<Sym>(symbytes, symbytes.len() / SYM_SIZE).unwrap_or_default();
     r.symbols = syms.len() as u64;
-    check_symbols(&mut r, &syms, strtab, symsh.sh_info, shnum);
+    check_symbols(&mut r, syms, strtab, symsh.sh_info.get(LE), shnum);
     r
 }
 
-fn expect_section(r: &mut Report, i: usize, sh: &Elf64Shdr, ty: u32, offset: Option<u64>) {
+/// `e_machine`: the one of `machine`, else any FreeBSD machine the tool knows.
+fn check_machine(r: &mut Report, e_machine: u16, machine: Option<Machine>) {
+    let want: Vec<Machine> = match machine {
+        Some(m) => vec![m],
+        None => Machine::ALL.to_vec(),
+    };
+    r.machine = want.iter().copied().find(|m| m.e_machine() == e_machine);
+    if r.machine.is_none() {
+        let names: Vec<String> = want
+            .iter()
+            .map(|m| format!("{} ({}, {m})", m.e_machine(), m.em_name()))
+            .collect();
+        r.fault(format!(
+            "e_machine is {e_machine}, expected {}",
+            names.join(" or ")
+        ));
+    }
+}
+
+fn expect_section(r: &mut Report, i: usize, sh: &Shdr, ty: u32, offset: Option<u64>) {
     let name = spec::SECTION_NAMES.get(i).copied().unwrap_or("?");
-    if sh.sh_type != ty {
+    if sh.sh_type.get(LE) != ty {
         r.fault(format!(
             "section {i} ({name}): sh_type is {}, expected {ty}",
-            sh.sh_type
+            sh.sh_type.get(LE)
         ));
     }
     if let Some(off) = offset {
-        if sh.sh_offset != off {
+        if sh.sh_offset.get(LE) != off {
             r.fault(format!(
                 "section {i} ({name}): sh_offset is {}, expected {off}",
-                sh.sh_offset
+                sh.sh_offset.get(LE)
             ));
         }
     }
-    if sh.sh_flags != 0 || sh.sh_addr != 0 {
+    if sh.sh_flags.get(LE) != 0 || sh.sh_addr.get(LE) != 0 {
         r.fault(format!(
             "section {i} ({name}): sh_flags and sh_addr should be 0"
         ));
     }
 }
 
-fn describe(i: usize, sym: &Elf64Sym, strtab: &[u8]) -> String {
-    match c_str(strtab, sym.st_name) {
+fn describe(i: usize, sym: &Sym, strtab: &[u8]) -> String {
+    match c_str(strtab, sym.st_name.get(LE)) {
         Some(n) if !n.is_empty() => format!("symbol {i} ({})", String::from_utf8_lossy(n)),
         _ => format!("symbol {i}"),
     }
 }
 
-fn check_symbols(r: &mut Report, syms: &[Elf64Sym], strtab: &[u8], sh_info: u32, shnum: usize) {
+fn check_symbols(r: &mut Report, syms: &[Sym], strtab: &[u8], sh_info: u32, shnum: usize) {
     match syms.first() {
         None => r.fault(".symtab is empty: even an empty table has the null symbol"),
-        Some(s0) if *s0 != Elf64Sym::default() => {
-            r.fault("symbol 0 is not the null symbol (all fields zero)")
-        }
+        Some(s0) if !is_zero(s0) => r.fault("symbol 0 is not the null symbol (all fields zero)"),
         Some(_) => {}
     }
 
@@ -463,18 +516,18 @@ fn check_symbols(r: &mut Report, syms: &[Elf64Sym], strtab: &[u8], sh_info: u32,
     let mut unterminated = SymFaults::new("whose name runs off the end of .strtab");
     let mut shndx = SymFaults::new("with a bad st_shndx");
     for (i, s) in syms.iter().enumerate() {
-        if s.st_name as usize >= strsz {
+        if s.st_name.get(LE) as usize >= strsz {
             names.push(format!(
                 "symbol {i}: st_name {} is past the end of .strtab ({strsz} bytes)",
-                s.st_name
+                s.st_name.get(LE)
             ));
-        } else if c_str(strtab, s.st_name).is_none() {
+        } else if c_str(strtab, s.st_name.get(LE)).is_none() {
             unterminated.push(format!(
                 "symbol {i}: the name at st_name {} runs off the end of .strtab",
-                s.st_name
+                s.st_name.get(LE)
             ));
         }
-        let x = s.st_shndx;
+        let x = s.st_shndx.get(LE);
         let ok = x == SHN_UNDEF || x == SHN_ABS || x == SHN_COMMON || usize::from(x) < shnum;
         if !ok {
             shndx.push(format!(

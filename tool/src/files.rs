@@ -12,7 +12,7 @@
 //! `_<name>_depend_on_kernel` in every module), else the first `STT_FILE` symbol
 //! (the source file name), else `?`.
 
-use crate::elfread::Snapshot;
+use crate::elfread::ElfSymbols;
 use ksyms::elf::{Elf64Sym, STT_FILE};
 
 /// One linker file as recovered from the string table.
@@ -36,7 +36,7 @@ pub fn is_null_entry(sym: &Elf64Sym) -> bool {
 }
 
 /// The linker files of `snap`, in order; the first always starts at offset 0.
-pub fn recover(snap: &Snapshot<'_>) -> Vec<FileSpan> {
+pub fn recover(snap: &ElfSymbols<'_>) -> Vec<FileSpan> {
     let strsz = u32::try_from(snap.strtab.len()).unwrap_or(u32::MAX);
     let mut starts: Vec<u32> = vec![0];
     for sym in snap.syms.iter().filter(|s| is_null_entry(s)) {
@@ -72,7 +72,7 @@ pub fn file_of(spans: &[FileSpan], st_name: u32) -> usize {
         .saturating_sub(1)
 }
 
-fn label(snap: &Snapshot<'_>, spans: &mut [FileSpan]) {
+fn label(snap: &ElfSymbols<'_>, spans: &mut [FileSpan]) {
     let n = spans.len();
     let mut modules: Vec<Vec<String>> = vec![Vec::new(); n];
     let mut source: Vec<Option<String>> = vec![None; n];

@@ -1,19 +1,18 @@
 //! The read-only subcommands: `summary`, `lookup`, `find`, `dump`.
 //! Each returns its output as a string; `main` prints it.
 
-use crate::elfread::Snapshot;
+use crate::elfread::ElfSymbols;
 use crate::files::{self, FileSpan};
-use crate::glob::Glob;
-use crate::json;
+use crate::machine::Machine;
+use globset::{Glob, GlobBuilder, GlobSet};
 use ksyms::elf::{
     Elf64Sym, SHN_ABS, SHN_COMMON, SHN_UNDEF, SHN_XINDEX, STB_GLOBAL, STB_LOCAL, STB_WEAK,
     STT_FILE, STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE, STT_OBJECT, STT_SECTION,
 };
+use object::elf::{STT_COMMON, STT_TLS};
+use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt::Write;
-
-/// `STT_COMMON` and `STT_TLS`, which the engine has no use for.
-const STT_COMMON: u8 = 5;
-const STT_TLS: u8 = 6;
 
 /// The name readelf gives a symbol type.
 pub fn type_name(t: u8) -> String {
@@ -103,7 +102,7 @@ pub struct FileStats {
 }
 
 /// `ksyms summary`.
-pub fn summary(snap: &Snapshot<'_>, source: &str) -> String {
+pub fn summary(snap: &ElfSymbols<'_>, source: &str) -> String {
     let (spans, per_file) = file_stats(snap);
     let syms = &snap.syms;
     let mut out = String::new();
@@ -151,11 +150,8 @@ pub fn summary(snap: &Snapshot<'_>, source: &str) -> String {
     let nulls = syms.iter().filter(|s| files::is_null_entry(s)).count();
 
     let _ = writeln!(out, "ksyms snapshot {source}");
-    let _ = writeln!(
-        out,
-        "  size          {:>10} bytes",
-        group(snap.bytes.len() as u64)
-    );
+    let _ = writeln!(out, "  size          {:>10} bytes", group(snap.size as u64));
+    let _ = writeln!(out, "  machine       {}", machine_name(snap.e_machine));
     let _ = writeln!(
         out,
         "  symbols       {:>10}  ({} local incl. {} null, {} global or weak; sh_info {})",
@@ -163,7 +159,7 @@ pub fn summary(snap: &Snapshot<'_>, source: &str) -> String {
         group(locals as u64),
         nulls,
         group((syms.len() - locals) as u64),
-        snap.sh_info()
+        snap.sh_info
     );
     let _ = writeln!(
         out,
@@ -250,7 +246,7 @@ pub fn summary(snap: &Snapshot<'_>, source: &str) -> String {
 }
 
 /// Per-file figures, for callers (and tests) that want them without the text.
-pub fn file_stats(snap: &Snapshot<'_>) -> (Vec<FileSpan>, Vec<FileStats>) {
+pub fn file_stats(snap: &ElfSymbols<'_>) -> (Vec<FileSpan>, Vec<FileStats>) {
     let spans = files::recover(snap);
     let mut per_file = vec![FileStats::default(); spans.len()];
     for s in &snap.syms {
@@ -308,7 +304,7 @@ impl AddrTable {
     /// added: they stand for no address of the kernel. Of several symbols at one
     /// address, lockstat keeps whichever qsort(3) leaves last; here the sort is
     /// stable, so it is the last of them in table order.
-    pub fn new(snap: &Snapshot<'_>) -> AddrTable {
+    pub fn new(snap: &ElfSymbols<'_>) -> AddrTable {
         let mut entries: Vec<(u64, u64, String)> = snap
             .syms
             .iter()
@@ -382,7 +378,7 @@ fn parse_hex(t: &str) -> Option<u64> {
 }
 
 /// `ksyms lookup ADDR...`: one line per address.
-pub fn lookup(snap: &Snapshot<'_>, addrs: &[u64]) -> String {
+pub fn lookup(snap: &ElfSymbols<'_>, addrs: &[u64]) -> String {
     let table = AddrTable::new(snap);
     let mut out = String::new();
     for &a in addrs {
@@ -391,15 +387,24 @@ pub fn lookup(snap: &Snapshot<'_>, addrs: &[u64]) -> String {
     out
 }
 
+/// A `find` pattern: a shell pattern as fnmatch(3) reads it (`*`, `?`, `[...]`,
+/// `[!...]` or `[^...]`, backslash escapes), where `*` also matches `/`.
+pub fn pattern(p: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(p)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+}
+
 /// Symbols matching any of `patterns`, sorted by address then table order.
-pub fn find<'s>(snap: &'s Snapshot<'_>, patterns: &[Glob]) -> Vec<(usize, &'s Elf64Sym)> {
+pub fn find<'s>(snap: &'s ElfSymbols<'_>, patterns: &GlobSet) -> Vec<(usize, &'s Elf64Sym)> {
     let mut hits: Vec<(usize, &Elf64Sym)> = snap
         .syms
         .iter()
         .enumerate()
         .filter(|(_, s)| {
             snap.name_bytes(s)
-                .is_some_and(|n| !n.is_empty() && patterns.iter().any(|p| p.matches(n)))
+                .is_some_and(|n| !n.is_empty() && patterns.is_match(&*String::from_utf8_lossy(n)))
         })
         .collect();
     hits.sort_by_key(|(i, s)| (s.st_value, *i));
@@ -413,7 +418,7 @@ fn sym_header() -> String {
     )
 }
 
-fn sym_line(snap: &Snapshot<'_>, spans: &[FileSpan], s: &Elf64Sym) -> String {
+fn sym_line(snap: &ElfSymbols<'_>, spans: &[FileSpan], s: &Elf64Sym) -> String {
     format!(
         "{:#018x} {:>10} {:<7} {:<6} {:<6} {:>4}  {}",
         s.st_value,
@@ -427,7 +432,7 @@ fn sym_line(snap: &Snapshot<'_>, spans: &[FileSpan], s: &Elf64Sym) -> String {
 }
 
 /// `ksyms find` output for the hits of [`find`].
-pub fn find_text(snap: &Snapshot<'_>, hits: &[(usize, &Elf64Sym)]) -> String {
+pub fn find_text(snap: &ElfSymbols<'_>, hits: &[(usize, &Elf64Sym)]) -> String {
     let spans = files::recover(snap);
     let mut out = sym_header();
     out.push('\n');
@@ -439,14 +444,14 @@ pub fn find_text(snap: &Snapshot<'_>, hits: &[(usize, &Elf64Sym)]) -> String {
 }
 
 /// Every symbol, sorted by address (then by table order).
-fn by_address<'s>(snap: &'s Snapshot<'_>) -> Vec<(usize, &'s Elf64Sym)> {
+fn by_address<'s>(snap: &'s ElfSymbols<'_>) -> Vec<(usize, &'s Elf64Sym)> {
     let mut all: Vec<(usize, &Elf64Sym)> = snap.syms.iter().enumerate().collect();
     all.sort_by_key(|(i, s)| (s.st_value, *i));
     all
 }
 
 /// `ksyms dump`.
-pub fn dump_text(snap: &Snapshot<'_>) -> String {
+pub fn dump_text(snap: &ElfSymbols<'_>) -> String {
     let spans = files::recover(snap);
     let mut out = sym_header();
     out.push('\n');
@@ -457,51 +462,118 @@ pub fn dump_text(snap: &Snapshot<'_>) -> String {
     out
 }
 
-/// `ksyms dump --json`: one object; addresses are strings ("0x..."), since a
-/// 64-bit address does not fit a JSON number exactly in most readers.
-pub fn dump_json(snap: &Snapshot<'_>, source: &str) -> String {
+/// `ksyms dump --json`: the whole snapshot as one object.
+#[derive(Serialize)]
+struct Dump<'a> {
+    source: &'a str,
+    size: usize,
+    e_machine: u16,
+    sh_info: u32,
+    files: Vec<DumpFile<'a>>,
+    symbols: Vec<DumpSymbol<'a>>,
+}
+
+#[derive(Serialize)]
+struct DumpFile<'a> {
+    index: usize,
+    label: &'a str,
+    strings_start: u32,
+    strings_end: u32,
+}
+
+#[derive(Serialize)]
+struct DumpSymbol<'a> {
+    index: usize,
+    /// A string ("0x..."): a 64-bit address does not fit a JSON number exactly in
+    /// most readers.
+    value: String,
+    size: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    bind: String,
+    shndx: String,
+    file: usize,
+    /// `null` when `st_name` is outside the string table.
+    name: Option<Cow<'a, str>>,
+}
+
+/// `ksyms dump --json`: the source, its size, machine and `sh_info`, the linker
+/// files and every symbol sorted by address.
+pub fn dump_json(snap: &ElfSymbols<'_>, source: &str) -> String {
     let spans = files::recover(snap);
-    let mut out = String::new();
-    out.push_str("{\n");
-    let _ = writeln!(out, "  \"source\": {},", json::string(source));
-    let _ = writeln!(out, "  \"size\": {},", snap.bytes.len());
-    let _ = writeln!(out, "  \"sh_info\": {},", snap.sh_info());
-    out.push_str("  \"files\": [");
-    for (i, f) in spans.iter().enumerate() {
-        let _ = write!(
-            out,
-            "{}\n    {{\"index\": {i}, \"label\": {}, \"strings_start\": {}, \"strings_end\": {}}}",
-            if i == 0 { "" } else { "," },
-            json::string(&f.label),
-            f.str_start,
-            f.str_end
-        );
-    }
-    out.push_str("\n  ],\n  \"symbols\": [");
-    for (n, (i, s)) in by_address(snap).into_iter().enumerate() {
-        let name = match snap.name_bytes(s) {
-            Some(b) => json::string(&String::from_utf8_lossy(b)),
-            None => "null".to_string(),
-        };
-        let _ = write!(
-            out,
-            "{}\n    {{\"index\": {i}, \"value\": \"{:#x}\", \"size\": {}, \"type\": \"{}\", \"bind\": \"{}\", \"shndx\": \"{}\", \"file\": {}, \"name\": {name}}}",
-            if n == 0 { "" } else { "," },
-            s.st_value,
-            s.st_size,
-            type_name(s.kind()),
-            bind_name(s.binding()),
-            shndx_name(s.st_shndx),
-            files::file_of(&spans, s.st_name),
-        );
-    }
-    out.push_str("\n  ]\n}\n");
+    let dump = Dump {
+        source,
+        size: snap.size,
+        e_machine: snap.e_machine,
+        sh_info: snap.sh_info,
+        files: spans
+            .iter()
+            .enumerate()
+            .map(|(index, f)| DumpFile {
+                index,
+                label: &f.label,
+                strings_start: f.str_start,
+                strings_end: f.str_end,
+            })
+            .collect(),
+        symbols: by_address(snap)
+            .into_iter()
+            .map(|(index, s)| DumpSymbol {
+                index,
+                value: format!("{:#x}", s.st_value),
+                size: s.st_size,
+                kind: type_name(s.kind()),
+                bind: bind_name(s.binding()),
+                shndx: shndx_name(s.st_shndx),
+                file: files::file_of(&spans, s.st_name),
+                name: snap.name_bytes(s).map(String::from_utf8_lossy),
+            })
+            .collect(),
+    };
+    // Serialising plain structs of strings and integers cannot fail.
+    let mut out = serde_json::to_string_pretty(&dump).unwrap_or_default();
+    out.push('\n');
     out
+}
+
+/// `amd64 (EM_X86_64)`, or the number for a machine the tool does not know.
+pub fn machine_name(e_machine: u16) -> String {
+    match Machine::from_e_machine(e_machine) {
+        Some(m) => format!("{m} ({})", m.em_name()),
+        None => format!("e_machine {e_machine}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{group, parse_addr};
+    use super::{group, parse_addr, pattern};
+
+    #[test]
+    fn patterns_read_as_fnmatch_does() {
+        let m = |p: &str, n: &str| pattern(p).unwrap().compile_matcher().is_match(n);
+        assert!(m("kern_kldload", "kern_kldload"));
+        assert!(!m("kern_kldload", "kern_kldload2"));
+        assert!(m("kern_*", "kern_kldload"));
+        assert!(m("*kld*", "kern_kldload"));
+        assert!(!m("*kld*", "kern_exec"));
+        assert!(m("k?rn_*", "kern_x"));
+        assert!(!m("k?rn_*", "krn_x"));
+        assert!(m("a*b*c", "aXXbYYc"));
+        assert!(!m("a*b*c", "aXXbYY"));
+        // Classes, negated with ! or ^ as FreeBSD's fnmatch(3) allows.
+        assert!(m("x[0-9]", "x7"));
+        assert!(!m("x[0-9]", "xa"));
+        assert!(m("x[!0-9]", "xa"));
+        assert!(!m("x[^0-9]", "x1"));
+        assert!(m("[]]", "]"));
+        // A backslash escapes; `*` crosses `/` (names are no paths).
+        assert!(m("a\\*", "a*"));
+        assert!(!m("a\\*", "ab"));
+        assert!(m("g_*", "g_a/b"));
+        // What fnmatch would take literally is an error that names the pattern.
+        let e = pattern("x[").unwrap_err().to_string();
+        assert!(e.contains("'x['"), "{e}");
+    }
 
     #[test]
     fn addresses() {

@@ -3,10 +3,12 @@
 //! `check` must name each corruption.
 
 use ksyms::elf::{
-    Elf64Sym, FREEBSD_AMD64, SHN_ABS, SHN_UNDEF, STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FILE,
-    STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE, STT_OBJECT,
+    Elf64Sym, SHN_ABS, SHN_UNDEF, STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FILE, STT_FUNC,
+    STT_GNU_IFUNC, STT_NOTYPE, STT_OBJECT,
 };
-use ksyms::snapshot::{self, LinkerFile, SliceSink, HEADER_SIZE};
+use ksyms::snapshot::HEADER_SIZE;
+use ksyms_tool::assemble::{self, InputFile, Placement};
+use ksyms_tool::machine::Machine;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,14 +27,13 @@ struct Def {
     shndx: u16,
 }
 
-/// A linker file: its symbols (the null symbol first) and string table, and
-/// where the test's "linker" loaded it.
+/// A linker file: what the test put in it, and the file the engine is given (its
+/// symbols, the null symbol first, and string table, loaded at `base`).
 struct Fake {
     kernel: bool,
     base: u64,
     defs: Vec<Def>,
-    syms: Vec<Elf64Sym>,
-    strs: Vec<u8>,
+    file: InputFile,
 }
 
 impl Fake {
@@ -52,13 +53,28 @@ impl Fake {
                 st_size: d.size,
             });
         }
+        let file = InputFile {
+            name: format!("fake@{base:#x}"),
+            kernel,
+            syms,
+            strings: strs,
+            placement: Placement::Base(if kernel { 0 } else { base }),
+            end: 0,
+        };
         Fake {
             kernel,
             base,
             defs,
-            syms,
-            strs,
+            file,
         }
+    }
+
+    fn syms(&self) -> &[Elf64Sym] {
+        &self.file.syms
+    }
+
+    fn strs(&self) -> &[u8] {
+        &self.file.strings
     }
 
     /// The address a symbol ends up at in the snapshot (what the kernel linker
@@ -73,25 +89,6 @@ impl Fake {
 
     fn def(&self, name: &str) -> &Def {
         self.defs.iter().find(|d| d.name == name).unwrap()
-    }
-}
-
-impl LinkerFile for Fake {
-    fn is_kernel(&self) -> bool {
-        self.kernel
-    }
-    fn symbols(&self) -> ksyms::Result<&[Elf64Sym]> {
-        Ok(&self.syms)
-    }
-    fn strings(&self) -> ksyms::Result<&[u8]> {
-        Ok(&self.strs)
-    }
-    fn symbol_value(&self, _index: usize, sym: &Elf64Sym) -> Option<u64> {
-        if sym.st_shndx == SHN_UNDEF || sym.st_shndx == SHN_ABS {
-            None
-        } else {
-            Some(self.base + sym.st_value)
-        }
     }
 }
 
@@ -161,20 +158,15 @@ fn files() -> Vec<Fake> {
     ]
 }
 
-/// The snapshot bytes, as the engine writes them.
+/// The snapshot bytes for `machine`, as the engine writes them.
+fn build_for(files: &[Fake], machine: Machine) -> Vec<u8> {
+    let inputs: Vec<InputFile> = files.iter().map(|f| f.file.clone()).collect();
+    assemble::build(&inputs, machine).unwrap()
+}
+
+/// The amd64 snapshot.
 fn build(files: &[Fake]) -> Vec<u8> {
-    let layout = snapshot::census(files).unwrap().layout().unwrap();
-    let mut bytes = vec![0u8; layout.size() as usize];
-    let mut scratch = vec![Elf64Sym::default(); 4];
-    snapshot::write(
-        files,
-        layout,
-        &FREEBSD_AMD64,
-        &mut SliceSink(&mut bytes),
-        &mut scratch,
-    )
-    .unwrap();
-    bytes
+    build_for(files, Machine::Amd64)
 }
 
 // ---------------------------------------------------------------------------
@@ -237,7 +229,7 @@ fn good(dir: &TempDir) -> (Vec<Fake>, Vec<u8>, PathBuf) {
 fn count(files: &[Fake], pred: impl Fn(&Elf64Sym) -> bool) -> usize {
     files
         .iter()
-        .flat_map(|f| f.syms.iter())
+        .flat_map(|f| f.syms().iter())
         .filter(|s| pred(s))
         .count()
 }
@@ -272,7 +264,7 @@ fn summary_counts_what_was_put_in() {
     assert_eq!(num(sym_row[1]), total as u64);
     assert_eq!(num(sym_row[2].trim_start_matches('(')), locals as u64);
     assert!(out.contains(&format!("sh_info {locals})")), "{out}");
-    let strings: usize = f.iter().map(|x| x.strs.len()).sum();
+    let strings: usize = f.iter().map(|x| x.strs().len()).sum();
     assert_eq!(num(row(out, "strings")[1]), strings as u64);
     assert_eq!(num(row(out, "linker")[2]), f.len() as u64);
 
@@ -319,11 +311,11 @@ fn summary_recovers_the_linker_files() {
     for (i, (file, label)) in f.iter().zip(labels).enumerate() {
         let row = row(&r.out, &i.to_string());
         assert_eq!(row[1], label, "file {i}");
-        assert_eq!(num(row[2]), file.syms.len() as u64, "symbols of file {i}");
-        let locals = file.syms.iter().filter(|s| s.is_local()).count();
+        assert_eq!(num(row[2]), file.syms().len() as u64, "symbols of file {i}");
+        let locals = file.syms().iter().filter(|s| s.is_local()).count();
         assert_eq!(num(row[3]), locals as u64, "locals of file {i}");
-        assert_eq!(num(row[6]), file.strs.len() as u64, "strings of file {i}");
-        str_start += file.strs.len();
+        assert_eq!(num(row[6]), file.strs().len() as u64, "strings of file {i}");
+        str_start += file.strs().len();
     }
     assert!(str_start > 0);
     // Module A's extent: from moda_init to the end of moda_table.
@@ -493,28 +485,49 @@ fn dump_json_is_complete_and_ordered() {
     let (f, bytes, path) = good(&dir);
     let r = on(&path, &["dump", "--json"]);
     assert_eq!(r.status, 0, "{}", r.err);
-    let j = &r.out;
-    assert!(j.trim_start().starts_with('{') && j.trim_end().ends_with('}'));
-    assert!(j.contains(&format!("\"size\": {},", bytes.len())));
-    assert_eq!(j.matches("\"value\": ").count(), count(&f, |_| true));
-    assert_eq!(j.matches("\"label\": ").count(), f.len());
+    let j: serde_json::Value = serde_json::from_str(&r.out).expect("valid JSON");
+    assert_eq!(j["source"], path.display().to_string());
+    assert_eq!(j["size"], bytes.len());
+    assert_eq!(j["e_machine"], 62);
+    assert_eq!(j["sh_info"], count(&f, |s| s.is_local()));
+    let labels: Vec<&str> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["kernel", "mod_a", "modb_src.c"]);
+    let syms = j["symbols"].as_array().unwrap();
+    assert_eq!(syms.len(), count(&f, |_| true));
     let a = &f[1];
     let t = a.def("moda_table");
-    let want = format!(
-        "\"value\": \"{:#x}\", \"size\": {}, \"type\": \"OBJECT\", \"bind\": \"GLOBAL\", \"shndx\": \"ABS\", \"file\": 1, \"name\": \"moda_table\"",
-        a.address(t),
-        t.size
+    let table = syms.iter().find(|x| x["name"] == "moda_table").unwrap();
+    assert_eq!(
+        *table,
+        serde_json::json!({
+            "index": table["index"],
+            "value": format!("{:#x}", a.address(t)),
+            "size": t.size,
+            "type": "OBJECT",
+            "bind": "GLOBAL",
+            "shndx": "ABS",
+            "file": 1,
+            "name": "moda_table",
+        })
     );
-    assert!(j.contains(&want), "{want}\n{j}");
-    let values: Vec<u64> = j
-        .split("\"value\": \"0x")
-        .skip(1)
-        .map(|s| u64::from_str_radix(&s[..s.find('"').unwrap()], 16).unwrap())
+    // The index is the symbol's place in the snapshot's table.
+    let index = table["index"].as_u64().unwrap() as usize;
+    let name_at = u32::from_le_bytes(bytes[sym_at(index)..][..4].try_into().unwrap()) as usize;
+    let strtab = &bytes[bytes.len() - build_strsz()..];
+    assert!(strtab[name_at..].starts_with(b"moda_table\0"));
+    let values: Vec<u64> = syms
+        .iter()
+        .map(|x| {
+            let v = x["value"].as_str().unwrap();
+            u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+        })
         .collect();
-    assert!(values.windows(2).all(|w| w[0] <= w[1]));
-    // Braces and brackets balance (outside strings, which hold none here).
-    assert_eq!(j.matches('{').count(), j.matches('}').count());
-    assert_eq!(j.matches('[').count(), j.matches(']').count());
+    assert!(values.windows(2).all(|w| w[0] <= w[1]), "not sorted");
 }
 
 // ---------------------------------------------------------------------------
@@ -529,7 +542,7 @@ fn check_accepts_the_engines_snapshot() {
     assert_eq!(
         r.out.trim(),
         format!(
-            "{}: ok: a well-formed snapshot, {} symbols, {} bytes",
+            "{}: ok: a well-formed amd64 snapshot, {} symbols, {} bytes",
             path.display(),
             count(&f, |_| true),
             bytes.len()
@@ -599,7 +612,7 @@ fn check_catches_truncation() {
 }
 
 fn build_strsz() -> usize {
-    files().iter().map(|f| f.strs.len()).sum()
+    files().iter().map(|f| f.strs().len()).sum()
 }
 
 #[test]
@@ -700,6 +713,90 @@ fn check_catches_header_fields() {
 }
 
 // ---------------------------------------------------------------------------
+// Both machines: the engine writes the arm64 snapshot (FREEBSD_ARM64) of the same
+// files; the readers give the same answers, and `check` holds it to its machine.
+
+/// Offset of `e_machine` in the ELF header.
+const E_MACHINE: usize = 18;
+
+#[test]
+fn arm64_snapshots_read_like_amd64_ones() {
+    let dir = TempDir::new("arm64");
+    let f = files();
+    let amd64 = build(&f);
+    let arm64 = build_for(&f, Machine::Arm64);
+    // The same bytes but e_machine: EM_AARCH64 is 183 (elf(5)).
+    assert_eq!(
+        u16::from_le_bytes([arm64[E_MACHINE], arm64[E_MACHINE + 1]]),
+        183
+    );
+    let mut patched = amd64.clone();
+    put16(&mut patched, E_MACHINE, 183);
+    assert_eq!(patched, arm64);
+    let a = dir.file("amd64.ksyms", &amd64);
+    let b = dir.file("arm64.ksyms", &arm64);
+
+    for cmd in [
+        &["dump"][..],
+        &["find", "kern_*", "mod?_*"],
+        &["lookup", "0xffffffff80201018"],
+    ] {
+        let (ra, rb) = (on(&a, cmd), on(&b, cmd));
+        assert_eq!(rb.status, 0, "{cmd:?}: {}", rb.err);
+        assert!(!rb.out.is_empty());
+        assert_eq!(ra.out, rb.out, "{cmd:?}");
+    }
+    let summary = |p: &Path| on(p, &["summary"]).out;
+    assert_eq!(row(&summary(&a), "machine")[1..], ["amd64", "(EM_X86_64)"]);
+    assert_eq!(row(&summary(&b), "machine")[1..], ["arm64", "(EM_AARCH64)"]);
+    let j: serde_json::Value = serde_json::from_str(&on(&b, &["dump", "--json"]).out).unwrap();
+    assert_eq!(j["e_machine"], 183);
+
+    let r = on(&b, &["check"]);
+    assert_eq!(r.status, 0, "{}", r.out);
+    assert!(
+        r.out.contains(": ok: a well-formed arm64 snapshot, "),
+        "{}",
+        r.out
+    );
+    let r = on(&b, &["check", "--machine", "aarch64"]);
+    assert_eq!(r.status, 0, "{}", r.out);
+}
+
+#[test]
+fn check_holds_a_snapshot_to_its_machine() {
+    let f = files();
+    let dir = TempDir::new("machine");
+    let a = dir.file("amd64.ksyms", &build(&f));
+    let b = dir.file("arm64.ksyms", &build_for(&f, Machine::Arm64));
+    let r = on(&b, &["check", "--machine", "amd64"]);
+    assert_eq!(r.status, 1, "{}", r.out);
+    assert_eq!(
+        r.out,
+        format!(
+            "{p}: e_machine is 183, expected 62 (EM_X86_64, amd64)\n{p}: 1 faults\n",
+            p = b.display()
+        )
+    );
+    let r = on(&a, &["check", "--machine", "arm64"]);
+    assert_eq!(r.status, 1, "{}", r.out);
+    assert!(
+        r.out
+            .contains("e_machine is 62, expected 183 (EM_AARCH64, arm64)"),
+        "{}",
+        r.out
+    );
+    // A machine the tool does not know (EM_386) is a fault whatever is asked.
+    let mut i386 = build(&f);
+    put16(&mut i386, E_MACHINE, 3);
+    let out = check_fails("i386", &i386);
+    assert!(
+        out.contains("e_machine is 3, expected 62 (EM_X86_64, amd64) or 183 (EM_AARCH64, arm64)"),
+        "{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Errors
 
 #[test]
@@ -725,17 +822,50 @@ fn missing_file_and_usage_errors() {
     let r = ksyms(&["-f", "/nonexistent/snap", "summary"]);
     assert_eq!(r.status, 2);
     assert_eq!(r.err.trim(), "ksyms: /nonexistent/snap: no such file");
+    // Usage errors: status 2, the bad argument named, the command's usage line.
     let r = ksyms(&["frobnicate"]);
     assert_eq!(r.status, 2);
-    assert!(r.err.contains("unknown command frobnicate"));
+    assert!(
+        r.err.contains("unrecognized subcommand 'frobnicate'"),
+        "{}",
+        r.err
+    );
     let r = ksyms(&["lookup"]);
     assert_eq!(r.status, 2);
-    assert!(r.err.contains("needs at least one operand"));
+    assert!(
+        r.err.contains("required arguments were not provided"),
+        "{}",
+        r.err
+    );
+    assert!(
+        r.err.contains("Usage: ksyms [-f file] lookup address ..."),
+        "{}",
+        r.err
+    );
     let r = ksyms(&["summary", "--json"]);
     assert_eq!(r.status, 2);
+    assert!(r.err.contains("unexpected argument '--json'"), "{}", r.err);
+    let r = ksyms(&["find", "[a-"]);
+    assert_eq!(r.status, 2);
+    assert!(r.err.contains("'[a-'"), "{}", r.err);
+    let r = ksyms(&["-f", "snap", "build", "-o", "out", "kernel"]);
+    assert_eq!(r.status, 2);
+    assert!(r.err.contains("Usage: ksyms build -o file"), "{}", r.err);
+    assert!(r.out.is_empty());
+    // Help and version: status 0, on stdout.
     let r = ksyms(&["--help"]);
     assert_eq!(r.status, 0);
-    assert!(r.out.starts_with("usage: ksyms"));
+    assert!(
+        r.out.contains("Usage: ksyms [-f file] summary\n"),
+        "{}",
+        r.out
+    );
+    for cmd in ["lookup", "find", "check", "dump", "build"] {
+        assert!(r.out.contains(&format!("  {cmd} ")), "{cmd}: {}", r.out);
+    }
+    let r = ksyms(&["-V"]);
+    assert_eq!(r.status, 0);
+    assert_eq!(r.out, format!("ksyms {}\n", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]

@@ -85,9 +85,24 @@ fn pages_agree_with_the_code() {
     use ksyms::snapshot::HEADER_SIZE;
     assert!(dev.contains(&format!("At offset {HEADER_SIZE}:")));
     assert!(dev.contains(".Dt KSYMS 4\n") && tool.contains(".Dt KSYMS 8\n"));
-    // Every subcommand of the tool's usage has its entry in the page.
-    for cmd in ["summary", "lookup", "find", "check", "dump", "build"] {
-        assert!(ksyms_tool::cli::USAGE.contains(cmd));
-        assert!(tool.contains(&format!(".It Cm {cmd}")), "{cmd}");
+    // Every command and option clap knows has its entry in the page.
+    let mut cmd = ksyms_tool::cli::command();
+    cmd.build();
+    let subs: Vec<clap::Command> = cmd.get_subcommands().cloned().collect();
+    assert_eq!(subs.len(), 6);
+    for sub in std::iter::once(&cmd).chain(&subs) {
+        let name = sub.get_name();
+        if sub.get_name() != cmd.get_name() {
+            assert!(ksyms_tool::cli::USAGE.contains(name));
+            assert!(tool.contains(&format!(".It Cm {name}")), "{name}");
+        }
+        for arg in sub.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                assert!(tool.contains(&format!("Fl -{long}")), "{name} --{long}");
+            }
+            if let Some(short) = arg.get_short() {
+                assert!(tool.contains(&format!(".It Fl {short}")), "{name} -{short}");
+            }
+        }
     }
 }
