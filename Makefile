@@ -9,8 +9,10 @@ CARGO ?= cargo
 # built from ELF files on this machine, summarised by the ksyms tool.
 all: kernel-lib demo
 
+# build/ARCH/ksyms_rs.o for this host's architecture (KSYMS_TARGET_ARCH=aarch64
+# for arm64), built and checked by kmod/kbuild.
 kernel-lib:
-	sh kmod/cargo-kernel.sh
+	$(CARGO) run -q -p ksyms-kbuild -- build
 
 demo:
 	sh tests/demo.sh
@@ -20,7 +22,8 @@ test:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
-	sh kmod/cargo-kernel.sh --check
+	$(CARGO) run -q -p ksyms-kbuild -- build --arch amd64
+	$(CARGO) run -q -p ksyms-kbuild -- build --arch aarch64
 
 bench:
 	sh tests/bench.sh

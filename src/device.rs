@@ -54,9 +54,10 @@
 //! device and unload the module while the destructor still runs. `retire` keeps
 //! unload refused until its work is done ([`RETIRING`]); its last action lowers that
 //! count, after which the closing thread only returns through the module's code:
-//! function epilogues that touch no memory of the module (in build/ksyms_rs.o as
-//! `sh kmod/cargo-kernel.sh` builds it today, `pop %rbx; ret` after the `lock decl`,
-//! ksyms_rs_cdevpriv_dtor having jumped to `retire`). If that thread is preempted in those few instructions and a kldunload
+//! function epilogues that touch no memory of the module (in build/amd64/ksyms_rs.o
+//! as `kbuild build` builds it today, `add $8,%rsp; pop %rbx; pop %rbp; ret` after
+//! the `lock decl` in `retire`, which ksyms_rs_cdevpriv_dtor tail-calls). If that
+//! thread is preempted in those few instructions and a kldunload
 //! completes meanwhile, it resumes in freed text and the kernel panics. The kernel
 //! offers no way to close this: any count or lock the module adds is released by
 //! module code that must still return, and only a tail call into a kernel function
