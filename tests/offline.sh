@@ -9,7 +9,7 @@
 #   2. with cargo cut off from every registry: an empty CARGO_HOME (no index,
 #      no crate cache), CARGO_NET_OFFLINE=true, and every proxy variable cargo
 #      or libcurl reads pointed at a closed port (127.0.0.1:9); first a probe
-#      proves that a crate which is not vendored cannot be had so
+#      proves that no crate can be fetched so (and can be online)
 #   3. `make kernel-lib` (the Rust half of ksyms.ko, core rebuilt with
 #      -Zbuild-std) and the tool as BSDmakefile builds it
 #      (cargo build --release -p ksyms-tool)
@@ -18,7 +18,7 @@
 #
 # Run by .ci/run after `make test`. Needs git (the copy is of the files git
 # tracks or would track), cargo with the pinned toolchain and rust-src, and
-# the network for step 1 only.
+# the network for step 1 and for the probe's online run.
 set -eu
 
 ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
@@ -60,10 +60,10 @@ cut_off() {
 	    no_proxy= NO_PROXY= "$@"
 }
 
-# The probe: a crate that vendor/ lacks (its directory is outside the tree, so
-# .cargo/config.toml does not apply) cannot be fetched, neither in offline
-# mode nor, with offline mode off, through the proxies. It has a CARGO_HOME of
-# its own, as cargo makes registry/ there when it tries.
+# The probe: a package outside the tree (so neither .cargo/config.toml nor
+# vendor/ applies) cannot fetch its one crate from the registry, neither in
+# offline mode nor, with offline mode off, through the proxies. It has a
+# CARGO_HOME of its own, as cargo makes registry/ there when it tries.
 cat >"$T/probe/Cargo.toml" <<'EOF'
 [package]
 name = "probe"
@@ -74,13 +74,20 @@ edition = "2021"
 static_assertions = "1"
 EOF
 mkdir "$T/probe/src" && : >"$T/probe/src/lib.rs"
+# Online, with a CARGO_HOME of its own too, it must work, or its failures below
+# would prove nothing.
+if ! (cd "$T/probe" && CARGO_HOME="$T/probe-online" "$CARGO" fetch --quiet) >"$T/probe.log" 2>&1; then
+	cat "$T/probe.log" >&2
+	die "the probe cannot fetch its crate even online"
+fi
+rm -f "$T/probe/Cargo.lock"
 if (cd "$T/probe" && home="$T/probe-home" cut_off "$CARGO" fetch --quiet) >"$T/probe.log" 2>&1; then
 	die "the probe fetched a crate in offline mode: the network is not cut off"
 fi
 if (cd "$T/probe" && home="$T/probe-home" cut_off env CARGO_NET_OFFLINE=false "$CARGO" fetch --quiet) >"$T/probe.log" 2>&1; then
 	die "the probe fetched a crate through the proxies: the network is not cut off"
 fi
-echo "offline: 2. cargo, cut off, cannot fetch a crate that is not vendored (probe)"
+echo "offline: 2. cargo, cut off, cannot fetch a crate from the registry (probe)"
 
 echo "offline: 3. make kernel-lib, cargo build --release -p ksyms-tool (offline)"
 (cd "$T/src" && cut_off make --no-print-directory kernel-lib) || die "make kernel-lib failed offline"
