@@ -50,7 +50,9 @@ fn spoiled(file: &str, f: impl FnOnce(&str) -> String) -> tempfile::TempDir {
 
 /// The crate on the first continuation line of CARGO_CRATES=.
 fn second_crate(crates: &str) -> String {
-    let mut lines = crates.lines().skip_while(|l| !l.starts_with("CARGO_CRATES="));
+    let mut lines = crates
+        .lines()
+        .skip_while(|l| !l.starts_with("CARGO_CRATES="));
     lines.next().expect("a CARGO_CRATES= line");
     let l = lines.next().expect("CARGO_CRATES= has more than one crate");
     l.trim().trim_end_matches('\\').trim().to_string()
@@ -78,7 +80,10 @@ fn a_missing_crate_is_caught() {
             .collect()
     });
     let out = check(dir.path());
-    assert!(!out.status.success(), "check accepted a list without {gone}");
+    assert!(
+        !out.status.success(),
+        "check accepted a list without {gone}"
+    );
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!("+\t\t{gone} \\")),
@@ -89,10 +94,17 @@ fn a_missing_crate_is_caught() {
 #[test]
 fn a_crate_no_lockfile_names_is_caught() {
     let dir = spoiled("Makefile.crates", |s| {
-        s.replacen("CARGO_CRATES=\t", "CARGO_CRATES=\tksyms-no-such-crate-0.0.1 \\\n\t\t", 1)
+        s.replacen(
+            "CARGO_CRATES=\t",
+            "CARGO_CRATES=\tksyms-no-such-crate-0.0.1 \\\n\t\t",
+            1,
+        )
     });
     let out = check(dir.path());
-    assert!(!out.status.success(), "check accepted a crate no lockfile names");
+    assert!(
+        !out.status.success(),
+        "check accepted a crate no lockfile names"
+    );
     assert!(text(&out.stderr).contains("-CARGO_CRATES=\tksyms-no-such-crate-0.0.1"));
 }
 
@@ -104,6 +116,9 @@ fn another_rust_release_is_caught() {
         format!("{}rust>=1.0.0<1.1{}", &s[..at], &s[end..])
     });
     let out = check(dir.path());
-    assert!(!out.status.success(), "check accepted BUILD_DEPENDS on another Rust release");
+    assert!(
+        !out.status.success(),
+        "check accepted BUILD_DEPENDS on another Rust release"
+    );
     assert!(text(&out.stderr).contains("does not ask for rust>="));
 }
