@@ -34,7 +34,8 @@ git rev-parse --git-dir >/dev/null 2>&1 ||
     die "not a git checkout (or no git): the copy of the tree is made from git ls-files"
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/ksyms-offline.XXXXXX")
-trap 'rm -rf "$T"' EXIT INT TERM
+trap 'rm -rf "$T"' EXIT
+trap 'exit 1' INT TERM
 mkdir "$T/src" "$T/cargo-home" "$T/probe" "$T/probe-home"
 
 # The tree as a fresh checkout would have it, with uncommitted changes: no
