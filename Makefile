@@ -33,3 +33,13 @@ bindings:
 
 clean:
 	$(CARGO) clean
+
+# A build without network: vendor/ and .cargo/config.toml (see ports/crates.sh),
+# the crates of Cargo.lock and those -Zbuild-std needs. Online, once.
+.PHONY: vendor unvendor
+
+vendor:
+	sh ports/crates.sh vendor
+
+unvendor:
+	sh ports/crates.sh unvendor
