@@ -13,7 +13,7 @@
 #   3. `make kernel-lib` (the Rust half of ksyms.ko, core rebuilt with
 #      -Zbuild-std) and the tool as BSDmakefile builds it
 #      (cargo build --release -p ksyms-tool)
-#   4. checks: build/ksyms_rs.o is an x86-64 relocatable object, the tool runs,
+#   4. checks: build/amd64/ksyms_rs.o is an x86-64 relocatable object, the tool runs,
 #      and CARGO_HOME is still without a registry or git directory.
 #
 # Run by .ci/run after `make test`. Needs git (the copy is of the files git
@@ -95,12 +95,12 @@ echo "offline: 3. make kernel-lib, cargo build --release -p ksyms-tool (offline)
 (cd "$T/src" && cut_off "$CARGO" build --quiet --release -p ksyms-tool) ||
     die "cargo build --release -p ksyms-tool failed offline"
 
-obj="$T/src/build/ksyms_rs.o"
-[ -s "$obj" ] || die "no build/ksyms_rs.o"
-hdr=$(readelf -h "$obj") || die "readelf -h build/ksyms_rs.o failed"
+obj="$T/src/build/amd64/ksyms_rs.o"
+[ -s "$obj" ] || die "no build/amd64/ksyms_rs.o"
+hdr=$(readelf -h "$obj") || die "readelf -h build/amd64/ksyms_rs.o failed"
 for want in 'REL (Relocatable file)' 'X86-64'; do
 	printf '%s\n' "$hdr" | grep -q -F "$want" ||
-	    die "build/ksyms_rs.o is not an x86-64 relocatable object"
+	    die "build/amd64/ksyms_rs.o is not an x86-64 relocatable object"
 done
 tool="$T/src/target/release/ksyms"
 [ -x "$tool" ] || die "no target/release/ksyms"
@@ -108,6 +108,6 @@ tool="$T/src/target/release/ksyms"
 for d in registry git; do
 	[ ! -e "$T/cargo-home/$d" ] || die "cargo wrote $d/ into the empty CARGO_HOME: it fetched something"
 done
-echo "offline: 4. build/ksyms_rs.o (x86-64 relocatable) and target/release/ksyms built" \
+echo "offline: 4. build/amd64/ksyms_rs.o (x86-64 relocatable) and target/release/ksyms built" \
     "from $(find "$T/src/vendor" -mindepth 1 -maxdepth 1 -type d | wc -l | tr -d ' ') vendored crates; CARGO_HOME untouched"
 echo "offline: 1 passed, 0 failed"
