@@ -90,7 +90,7 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::elf::{Elf64Sym, FREEBSD_AMD64};
+use crate::elf::{self, Elf64Sym};
 use crate::error::{Error, Result};
 use crate::kpi::{self, Guard, KBox, Locked, LockedBy, Proc, Uio, VmObject};
 use crate::snapshot::{Census, Sink, Writer};
@@ -133,7 +133,8 @@ pub const FIOASYNC: u64 = iow(b'f', 125, 4);
 /// Attempts at a consistent snapshot before open fails with ENXIO.
 pub const ATTEMPTS: usize = 3;
 
-pub const PAGE_SIZE: u64 = 4096;
+/// The running kernel's page size (the architecture table in `elf.rs`).
+pub const PAGE_SIZE: u64 = elf::NATIVE.page_size;
 
 /// Symbols staged between the linker's tables and the VM object (two runs of 128).
 const SCRATCH_SYMBOLS: usize = 256;
@@ -478,7 +479,7 @@ fn build_once(scratch: &mut [Elf64Sym]) -> Result<Snapshot> {
         object: &object,
         size: layout.size(),
     };
-    let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink, scratch)?;
+    let mut writer = Writer::new(layout, elf::NATIVE, &mut sink, scratch)?;
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
     Ok(Snapshot {

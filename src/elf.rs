@@ -62,28 +62,55 @@ bitflags! {
     }
 }
 
-/// What a snapshot says about the machine whose symbols it holds.
+/// What differs between the architectures the module runs on, one entry each: what
+/// a snapshot says about the machine whose symbols it holds, and the kernel facts
+/// the device, the tool and the tests need. A further architecture (riscv64) is
+/// one more entry (i386 would also need the ELF-32 record types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ElfTarget {
+    /// FreeBSD's name for it, as `uname -m` prints it.
+    pub name: &'static str,
     pub class: u8,
     pub data: u8,
     pub osabi: u8,
     pub machine: u16,
+    /// PAGE_SIZE: the unit of mmap(2) bounds and of the snapshot's VM object.
+    pub page_size: u64,
+    /// Where the kernel's text starts (the tool's `build` places a
+    /// position-independent "kernel" there).
+    pub kernel_base: u64,
 }
 
-/// FreeBSD/amd64, the one target built today. i386, arm64 and riscv64 are further
-/// entries here (i386 also needs the ELF-32 record types).
+/// FreeBSD/amd64: 4 KiB pages; the kernel linked at KERNBASE + 2 MiB
+/// (sys/conf/ldscript.amd64, `kernbase + kernload`; sys/amd64/include/vmparam.h).
 pub const FREEBSD_AMD64: ElfTarget = ElfTarget {
+    name: "amd64",
     class: ELFCLASS64,
     data: ELFDATA2LSB,
     osabi: ELFOSABI_FREEBSD,
     machine: EM_X86_64,
+    page_size: 4096,
+    kernel_base: 0xffff_ffff_8020_0000,
 };
 
-/// FreeBSD/arm64: ELF-64 little-endian like amd64, EM_AARCH64.
+/// FreeBSD/arm64: ELF-64 little-endian like amd64, EM_AARCH64; 4 KiB pages
+/// (sys/arm64/include/param.h); the kernel linked at KERNBASE, 0xffff000000000000
+/// (sys/conf/Makefile.arm64, sys/arm64/include/vmparam.h).
 pub const FREEBSD_ARM64: ElfTarget = ElfTarget {
+    name: "arm64",
     machine: EM_AARCH64,
+    kernel_base: 0xffff_0000_0000_0000,
     ..FREEBSD_AMD64
+};
+
+/// Every architecture the module is built for.
+pub const TARGETS: [&ElfTarget; 2] = [&FREEBSD_AMD64, &FREEBSD_ARM64];
+
+/// The architecture this crate is compiled for: in ksyms.ko, the running kernel's.
+pub const NATIVE: &ElfTarget = if cfg!(target_arch = "aarch64") {
+    &FREEBSD_ARM64
+} else {
+    &FREEBSD_AMD64
 };
 
 /// The ELF file header.

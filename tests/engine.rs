@@ -734,3 +734,49 @@ proptest! {
         check_snapshot(&files, &bytes);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Architectures
+// ---------------------------------------------------------------------------
+
+/// The same linker files give, for each architecture of the table, a snapshot that
+/// says that architecture in e_ident and e_machine (the numbers of elf(5), not the
+/// crate's) and is otherwise byte for byte the amd64 one: layout, symbols and
+/// strings do not depend on the machine.
+#[test]
+fn every_architecture_writes_its_own_machine_and_the_same_tables() {
+    let files = inputs().files.clone();
+    let layout = snapshot::census(&files).unwrap().layout().unwrap();
+    let write = |target| {
+        let mut out = vec![0u8; layout.size() as usize];
+        let mut scratch = vec![Elf64Sym::default(); 256];
+        snapshot::write(
+            &files,
+            layout,
+            target,
+            &mut SliceSink(&mut out),
+            &mut scratch,
+        )
+        .unwrap();
+        out
+    };
+    let amd64 = write(&FREEBSD_AMD64);
+    let expected = [("amd64", 62u16), ("arm64", 183)];
+    assert_eq!(ksyms::elf::TARGETS.len(), expected.len());
+    for (target, (name, machine)) in ksyms::elf::TARGETS.iter().zip(expected) {
+        assert_eq!(target.name, name);
+        assert_eq!(target.page_size, 4096, "{name}");
+        let b = write(target);
+        assert_eq!(&b[..4], b"\x7fELF", "{name}");
+        assert_eq!((b[4], b[5], b[7]), (2, 1, 9), "{name}: ELF64, LSB, FreeBSD");
+        assert_eq!(u16_at(&b, 18), machine, "{name}: e_machine");
+        let mut same = b.clone();
+        same[18..20].copy_from_slice(&amd64[18..20]);
+        assert!(
+            same == amd64,
+            "{name}: more than e_machine differs from amd64"
+        );
+    }
+    // The crate's own architecture, as ksyms.ko is built, is one of them.
+    assert!(ksyms::elf::TARGETS.contains(&ksyms::elf::NATIVE));
+}

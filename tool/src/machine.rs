@@ -54,23 +54,15 @@ impl Machine {
     }
 
     /// Where the kernel's text starts (`build` places a position-independent
-    /// "kernel" there): amd64 links it at KERNBASE + 2 MiB (sys/conf/ldscript.amd64,
-    /// `kernbase + kernload`), arm64 at KERNBASE, 0xffff000000000000
-    /// (sys/conf/Makefile.arm64, sys/arm64/include/vmparam.h).
+    /// "kernel" there): the architecture table of the main crate.
     pub fn kernel_base(self) -> u64 {
-        match self {
-            Machine::Amd64 => 0xffff_ffff_8020_0000,
-            Machine::Arm64 => 0xffff_0000_0000_0000,
-        }
+        self.target().kernel_base
     }
 }
 
 impl fmt::Display for Machine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Machine::Amd64 => "amd64",
-            Machine::Arm64 => "arm64",
-        })
+        f.write_str(self.target().name)
     }
 }
 
