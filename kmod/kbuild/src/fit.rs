@@ -725,8 +725,8 @@ fn panic_path(report: &mut Report, file: &Elf<'_>) {
         .symbols()
         .filter_map(|s| {
             let name = s.name().ok()?;
-            let bad = name.contains("9panicking")
-                || name.contains("panicking")
+            // core::panicking::* (mangled, legacy or v0), the panic handler.
+            let bad = name.contains("panicking")
                 || name == "rust_begin_unwind"
                 || (name == "kpi_panic" && s.is_undefined());
             bad.then(|| name.to_string())
