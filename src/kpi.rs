@@ -146,7 +146,10 @@ impl<T> Drop for Guard<'_, T> {
 
 /// The largest VM object: `OFF_MAX` less a page, so that its size rounds up to
 /// pages within an `off_t`.
-pub const OBJECT_MAX: u64 = sys::KPI_OBJECT_MAX as u64;
+pub const OBJECT_MAX: u64 = {
+    assert!(sys::KPI_OBJECT_MAX > 0);
+    sys::KPI_OBJECT_MAX as u64
+};
 
 /// One reference to a VM object; released on drop.
 #[derive(Debug)]

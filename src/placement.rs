@@ -25,7 +25,10 @@ use crate::error::{errno, Error, Result};
 use crate::kpi::sys;
 
 /// `PAGE_SIZE`, as the shim asserts.
-pub const PAGE: u64 = sys::KPI_PAGE_SIZE as u64;
+pub const PAGE: u64 = {
+    assert!(sys::KPI_PAGE_SIZE > 0 && sys::KPI_PAGE_SIZE.count_ones() == 1);
+    sys::KPI_PAGE_SIZE as u64
+};
 
 /// The facts about the current process's address space that placement needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
