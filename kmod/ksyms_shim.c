@@ -407,14 +407,8 @@ static int
 ksyms_mmap_single(struct cdev *dev __unused, vm_ooffset_t *offset,
     vm_size_t size, struct vm_object **objp, int nprot)
 {
-	uint64_t off;
-	int error;
-
-	off = (uint64_t)*offset;
-	error = ksyms_rs_mmap_single(&off, size, objp, nprot);
-	if (error == 0)
-		*offset = (vm_ooffset_t)off;
-	return (error);
+	/* vm_ooffset_t is int64_t: uint64_t may alias it. */
+	return (ksyms_rs_mmap_single((uint64_t *)offset, size, objp, nprot));
 }
 
 /* ---- Events ---- */
