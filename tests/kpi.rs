@@ -215,6 +215,10 @@ fn a_32_bit_process_whose_data_limit_covers_its_address_space_opens() {
                 .any(|m| m.addr == a && m.origin == Origin::Auto));
             k.exit(c);
             k.close(p, fd).unwrap();
+            // The limit survives exec(2), and so does the fallback.
+            k.exec(p);
+            assert_eq!(k.layout(p).data_limit, limit);
+            assert_eq!(open_and_check(&k, p, true).0, l.map_min);
             k.shutdown();
         }
     }

@@ -626,7 +626,12 @@ impl World {
         self.next_vm_gen += 1;
         if let Some(p) = self.procs.get_mut(&pid) {
             p.vm_gen = gen;
-            p.layout = VmLayout::default_for(p.is32);
+            // A new image has its own data segment; resource limits survive exec.
+            let data_limit = p.layout.data_limit;
+            p.layout = VmLayout {
+                data_limit,
+                ..VmLayout::default_for(p.is32)
+            };
         }
     }
 }
