@@ -37,7 +37,7 @@ struct proc;
 struct uio;
 struct vm_object;
 
-/* Open flags (sys/fcntl.h) and protections (sys/mman.h) as the kernel passes them. */
+/* Open flags (sys/fcntl.h) and protections (sys/mman.h), the kernel's. */
 #define	KPI_FREAD	0x0001
 #define	KPI_FWRITE	0x0002
 #define	KPI_PROT_READ	0x01
@@ -46,7 +46,7 @@ struct vm_object;
 
 /* ---- Services the shim provides to Rust ---- */
 
-/* malloc(9), M_WAITOK | M_ZERO under M_KSYMS; NULL on failure (simulator only). */
+/* malloc(9), M_WAITOK | M_ZERO, M_KSYMS; NULL on failure (simulator only). */
 void	*kpi_malloc(size_t size);
 /* free(9) of a kpi_malloc'ed block; NULL is ignored. */
 void	 kpi_free(void *p);
@@ -78,7 +78,8 @@ long	 kpi_strtab_get(struct linker_file *lf, const char **strtab);
  * reports them whatever those sysctls say; linker_if.m has it in every
  * supported release (13.x, 14.x, 15.x).
  */
-int	 kpi_symbol_value(struct linker_file *lf, const void *sym, uint64_t *value);
+int	 kpi_symbol_value(struct linker_file *lf, const void *sym,
+	    uint64_t *value);
 
 /*
  * A pageable anonymous VM object (OBJT_SWAP) of size bytes, rounded up to
@@ -182,12 +183,14 @@ void	 kpi_probe_cache_hit(uint64_t size);
  * ksyms::open:map: one try at placing the opener's mapping of len bytes at
  * or above hint: 0 and the address, or the errno.
  */
-void	 kpi_probe_map(uint64_t hint, uint64_t len, int error, uint64_t addr);
+void	 kpi_probe_map(uint64_t hint, uint64_t len, int error,
+	    uint64_t addr);
 /* ksyms::open:refused: an open failed with this errno. */
 void	 kpi_probe_open_refused(int error);
 
 /* panic(9) with the message msg[0..len). Does not return. */
-void	 kpi_panic(const char *msg, size_t len) __attribute__((__noreturn__));
+void	 kpi_panic(const char *msg, size_t len)
+	    __attribute__((__noreturn__));
 
 /* ---- Entry points Rust provides to the shim ---- */
 
@@ -210,7 +213,7 @@ int	 ksyms_rs_mmap_single(uint64_t *offset, uint64_t size,
 	    struct vm_object **objp, int nprot);
 /* The cdevpriv destructor: the last reference to an open file is gone. */
 void	 ksyms_rs_cdevpriv_dtor(void *priv);
-/* kld_load, kld_unload_try and kld_unload events: the linker file set changed. */
+/* kld_load, kld_unload_try and kld_unload events: the linker files changed. */
 void	 ksyms_rs_kld_changed(void);
 /*
  * The permissions of /dev/ksyms: value, the debug.ksyms.mode loader tunable,
