@@ -141,12 +141,16 @@ int	 kpi_map_object(struct vm_object *obj, uint64_t len, uint64_t hint,
 /*
  * Removes the mapping [uaddr, uaddr + len) from p's address space, but only
  * if that range is still exactly one mapping of obj from its start (the
- * process may have unmapped it and mapped something else there): the lookup
- * and the removal happen under one hold of the map lock, which is why this
- * uses vm_map_delete, a VM-internal function that kern_munmap uses the same
- * way; vm_map_remove takes the lock itself. len is a non-zero multiple of
- * KPI_PAGE_SIZE and uaddr + len does not wrap. p must be alive: the caller
- * holds ksyms_lock, and p's process_exit/process_exec events take it first.
+ * process may have unmapped it and mapped something else there). The lookup
+ * and the removal need one hold of the map lock: vm_map_remove(9), the public
+ * function, takes the lock itself, and between a check and its call another
+ * thread of p could replace the mapping with one of its own, which would then
+ * be removed. So this uses vm_map_delete(9), documented as VM-internal but
+ * exported in every supported release and used the same way outside the VM
+ * proper (kern/uipc_shm.c, shm_mmap_large), under vm_map_lock. len is a
+ * non-zero multiple of KPI_PAGE_SIZE and uaddr + len does not wrap. p must be
+ * alive: the caller holds ksyms_lock, and p's process_exit/process_exec
+ * events take it first.
  */
 void	 kpi_unmap_object(struct proc *p, uint64_t uaddr, uint64_t len,
 	    struct vm_object *obj);
