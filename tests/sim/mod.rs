@@ -1141,8 +1141,11 @@ pub extern "C" fn kpi_vm_layout(layout: *mut sys::kpi_vm_layout) {
         return;
     };
     with(|w| {
-        if layout.is_null() || !w.live_proc(pid, "kpi_vm_layout") {
+        if layout.is_null() {
             violation(w, "kpi_vm_layout: NULL out pointer".into());
+            return;
+        }
+        if !w.live_proc(pid, "kpi_vm_layout") {
             return;
         }
         let l = w.procs[&pid].layout;
