@@ -51,7 +51,11 @@ void	*kpi_malloc(size_t size);
 /* free(9) of a kpi_malloc'ed block; NULL is ignored. */
 void	 kpi_free(void *p);
 
-/* ksyms_lock, an sx(9) lock owned by the shim; sleeping under it is allowed. */
+/*
+ * ksyms_lock, an sx(9) lock owned by the shim; sleeping under it is allowed.
+ * Rust hands out one exclusive reference to its state per hold, so taking it
+ * recursively panics.
+ */
 void	 kpi_lock(void);
 void	 kpi_unlock(void);
 
@@ -85,6 +89,9 @@ int	 kpi_symbol_value(struct linker_file *lf, const void *sym,
  * A pageable anonymous VM object (OBJT_SWAP) of size bytes, rounded up to
  * pages, with one reference; NULL on failure. size is at most
  * KPI_OBJECT_MAX (OFF_MAX less a page, so that it rounds up to an off_t).
+ * Charged to no one's credentials: the snapshot may be shared by every
+ * opener and outlive the first in the cache, and a charge would pin that
+ * opener's ucred (and jail) until the next module change.
  */
 #define	KPI_OBJECT_MAX	0x7ffffffffffff000ULL
 struct vm_object *kpi_object_alloc(uint64_t size);
@@ -141,7 +148,8 @@ int	 kpi_map_object(struct vm_object *obj, uint64_t len, uint64_t hint,
 /*
  * Removes the mapping [uaddr, uaddr + len) from p's address space, but only
  * if that range is still exactly one mapping of obj from its start (the
- * process may have unmapped it and mapped something else there). The lookup
+ * process may have unmapped it and mapped something else there, or split it
+ * with mprotect(2); the range then goes with the process). The lookup
  * and the removal need one hold of the map lock: vm_map_remove(9), the public
  * function, takes the lock itself, and between a check and its call another
  * thread of p could replace the mapping with one of its own, which would then

@@ -1,17 +1,12 @@
 /*-
  * SPDX-License-Identifier: BSD-2-Clause
  *
- * ksyms_shim.c: the C half of ksyms.ko.
- *
- * The only file of the module that includes kernel headers. It provides the
- * kpi_* services of ksyms_kpi.h as wrappers over kernel functions, macros,
- * inline functions and kobj methods, forwards every cdevsw method and event
- * to the ksyms_rs_* entry points of the Rust crate, and owns what only C can
- * declare: the cdevsw, the module, the lock, the sysctls, the SDT probes. It
- * decides nothing: sizes, bounds, placement, states, errors and the device's
- * mode are decided in Rust, where the host tests reach them; what Rust
- * guarantees is asserted here under INVARIANTS. The tunables, sysctls and
- * probes are described in ksyms(4).
+ * ksyms_shim.c: the C half of ksyms.ko, the only file that includes kernel
+ * headers. It implements the kpi_* services of ksyms_kpi.h (documented there)
+ * over kernel functions, macros and kobj methods, forwards every cdevsw call
+ * and event to Rust's ksyms_rs_* entry points, and declares what only C can:
+ * the cdevsw, the module, the lock, the sysctls and the SDT probes (ksyms(4)).
+ * It decides nothing; what Rust guarantees is asserted under INVARIANTS.
  */
 
 #include <sys/param.h>
@@ -74,9 +69,15 @@ SDT_PROBE_DEFINE4(ksyms, , open, map, "uintptr_t", "uint64_t", "int",
     "uintptr_t");
 SDT_PROBE_DEFINE1(ksyms, , open, refused, "int");
 
+/*
+ * The linker runs the lock's SYSINIT and registers the sysctls, disabled,
+ * before MOD_LOAD, enables them after it, and after MOD_UNLOAD removes them
+ * before the lock's SYSUNINIT: no sysctl handler finds the lock missing
+ * (kern_linker.c: linker_load_file, linker_file_unload).
+ */
 static struct sx ksyms_lock;
+SX_SYSINIT(ksyms_lock, &ksyms_lock, KSYMS_NAME);
 static struct cdev *ksyms_dev;
-static struct sysctl_ctx_list ksyms_sysctl_ctx;
 static eventhandler_tag ksyms_kld_load_tag;
 static eventhandler_tag ksyms_kld_unload_try_tag;
 static eventhandler_tag ksyms_kld_unload_tag;
@@ -87,6 +88,19 @@ static bool ksyms_loaded;
 
 static int ksyms_mode;
 static int ksyms_cache = 1;
+
+static int ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS);
+
+static SYSCTL_NODE(_debug, OID_AUTO, ksyms, CTLFLAG_RD | CTLFLAG_MPSAFE, 0,
+    "ksyms(4): the kernel symbol table device");
+SYSCTL_INT(_debug_ksyms, OID_AUTO, mode, CTLFLAG_RD | CTLFLAG_MPSAFE,
+    &ksyms_mode, 0, "Permissions of /dev/ksyms (loader tunable)");
+SYSCTL_INT(_debug_ksyms, OID_AUTO, cache, CTLFLAG_RWTUN | CTLFLAG_MPSAFE,
+    &ksyms_cache, 0,
+    "Share the snapshot between opens while the module set stays");
+SYSCTL_PROC(_debug_ksyms, OID_AUTO, cached_bytes,
+    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 0,
+    ksyms_sysctl_cached_bytes, "QU", "Size of the cached snapshot (bytes)");
 
 /* ---- Services for Rust (ksyms_kpi.h) ---- */
 
@@ -105,11 +119,7 @@ kpi_free(void *p)
 void
 kpi_lock(void)
 {
-	/*
-	 * Rust hands out one exclusive reference to its state per hold of
-	 * this lock; a recursive hold would give two. sx(9) catches recursion
-	 * only under INVARIANTS, so check here too.
-	 */
+	/* sx(9) catches recursion only under INVARIANTS. */
 	if (sx_xlocked(&ksyms_lock))
 		panic("ksyms: ksyms_lock taken recursively");
 	sx_xlock(&ksyms_lock);
@@ -177,12 +187,6 @@ kpi_object_alloc(uint64_t size)
 {
 	KASSERT(size <= KPI_OBJECT_MAX, ("ksyms: object of %ju bytes",
 	    (uintmax_t)size));
-	/*
-	 * Charged to no one's credentials: the snapshot may be shared by
-	 * every opener and outlive the first one in the cache, and a charge
-	 * would pin that opener's ucred (and jail) until the next module
-	 * change.
-	 */
 	return (vm_pager_allocate(OBJT_SWAP, NULL, round_page(size),
 	    VM_PROT_DEFAULT, 0, NULL));
 }
@@ -294,14 +298,7 @@ kpi_unmap_object(struct proc *p, uint64_t uaddr, uint64_t len,
 	if (vm == NULL)
 		return;
 	map = &vm->vm_map;
-	/*
-	 * Only our mapping, untouched: one entry covering exactly the range,
-	 * of this object from its start. The process may have unmapped it and
-	 * mapped something else there, or split it with mprotect(2); then the
-	 * range is left alone (it goes away with the process). The lookup
-	 * and the removal need one hold of the map lock, hence vm_map_delete
-	 * (see ksyms_kpi.h).
-	 */
+	/* One hold of the map lock for the check and the removal. */
 	vm_map_lock(map);
 	if (vm_map_lookup_entry(map, uaddr, &entry) &&
 	    entry->start == uaddr && entry->end == uaddr + len &&
@@ -447,8 +444,6 @@ ksyms_process_exec(void *arg __unused, struct proc *p,
 	ksyms_rs_proc_exec(p);
 }
 
-/* ---- Sysctls ---- */
-
 static int
 ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS)
 {
@@ -456,44 +451,6 @@ ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS)
 
 	bytes = ksyms_rs_cached_bytes();
 	return (sysctl_handle_64(oidp, &bytes, 0, req));
-}
-
-/*
- * The debug.ksyms tree, added at load and removed at unload, so that no
- * handler runs before the lock exists or after it is gone. 0 or ENOMEM.
- */
-static int
-ksyms_sysctl_init(void)
-{
-	struct sysctl_oid *node, *oid;
-
-	sysctl_ctx_init(&ksyms_sysctl_ctx);
-	node = SYSCTL_ADD_NODE(&ksyms_sysctl_ctx,
-	    SYSCTL_STATIC_CHILDREN(_debug), OID_AUTO, KSYMS_NAME,
-	    CTLFLAG_RD | CTLFLAG_MPSAFE, NULL,
-	    "ksyms(4): the kernel symbol table device");
-	if (node == NULL)
-		goto fail;
-	oid = SYSCTL_ADD_INT(&ksyms_sysctl_ctx, SYSCTL_CHILDREN(node),
-	    OID_AUTO, "mode", CTLFLAG_RD | CTLFLAG_MPSAFE, &ksyms_mode, 0,
-	    "Permissions of /dev/ksyms (loader tunable)");
-	if (oid == NULL)
-		goto fail;
-	oid = SYSCTL_ADD_INT(&ksyms_sysctl_ctx, SYSCTL_CHILDREN(node),
-	    OID_AUTO, "cache", CTLFLAG_RWTUN | CTLFLAG_MPSAFE, &ksyms_cache, 0,
-	    "Share the snapshot between opens while the module set stays");
-	if (oid == NULL)
-		goto fail;
-	oid = SYSCTL_ADD_PROC(&ksyms_sysctl_ctx, SYSCTL_CHILDREN(node),
-	    OID_AUTO, "cached_bytes", CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE,
-	    NULL, 0, ksyms_sysctl_cached_bytes, "QU",
-	    "Size of the cached snapshot (bytes)");
-	if (oid == NULL)
-		goto fail;
-	return (0);
-fail:
-	sysctl_ctx_free(&ksyms_sysctl_ctx);
-	return (ENOMEM);
 }
 
 /* ---- The module ---- */
@@ -540,9 +497,8 @@ ksyms_handlers_deregister(void)
 }
 
 /*
- * MOD_LOAD: the lock, Rust's state, the sysctls, the event handlers, then the
- * device, which makes the module reachable. 0, or the first errno after
- * undoing every step already done.
+ * MOD_LOAD: Rust's state, the event handlers, then the device, which makes
+ * the module reachable. 0, or the first errno after undoing what was done.
  */
 static int
 ksyms_load(void)
@@ -551,13 +507,9 @@ ksyms_load(void)
 	int error;
 
 	ksyms_mode = ksyms_device_mode();
-	sx_init(&ksyms_lock, KSYMS_NAME);
 	error = ksyms_rs_load();
 	if (error != 0)
-		goto fail_lock;
-	error = ksyms_sysctl_init();
-	if (error != 0)
-		goto fail_rust;
+		return (error);
 	ksyms_handlers_register();
 	make_dev_args_init(&args);
 	args.mda_flags = MAKEDEV_WAITOK | MAKEDEV_CHECKNAME;
@@ -566,20 +518,14 @@ ksyms_load(void)
 	args.mda_gid = GID_WHEEL;
 	args.mda_mode = ksyms_mode;
 	error = make_dev_s(&args, &ksyms_dev, KSYMS_NAME);
-	if (error != 0)
-		goto fail_handlers;
+	if (error != 0) {
+		ksyms_handlers_deregister();
+		/* Nothing can have opened the device: it never existed. */
+		(void)ksyms_rs_unload();
+		return (error);
+	}
 	ksyms_loaded = true;
 	return (0);
-
-fail_handlers:
-	ksyms_handlers_deregister();
-	sysctl_ctx_free(&ksyms_sysctl_ctx);
-fail_rust:
-	/* Nothing can have opened the device: it never existed. */
-	(void)ksyms_rs_unload();
-fail_lock:
-	sx_destroy(&ksyms_lock);
-	return (error);
 }
 
 /*
@@ -601,8 +547,6 @@ ksyms_unload(void)
 	destroy_dev(ksyms_dev);
 	ksyms_dev = NULL;
 	ksyms_handlers_deregister();
-	sysctl_ctx_free(&ksyms_sysctl_ctx);
-	sx_destroy(&ksyms_lock);
 	ksyms_loaded = false;
 	return (0);
 }
