@@ -177,28 +177,24 @@ int	 kpi_get_cdevpriv(void **priv);
 int	 kpi_cache_enabled(void);
 
 /*
- * SDT probes of provider ksyms (sdt(9); ksyms(4) lists them). Each fires the
- * probe of the same name; compiled to nothing in a kernel without
- * KDTRACE_HOOKS.
+ * Fires SDT probe probe (a KPI_PROBE_*) of provider ksyms (sdt(9); ksyms(4)
+ * lists them) with arguments a0..a3, 0 past the probe's own; does nothing in
+ * a kernel without KDTRACE_HOOKS. The probes and their arguments:
+ * snapshot:build-start	attempt (1, 2, ...) of a snapshot build;
+ * snapshot:build-done	the attempt, 0 or its errno, the snapshot's size in
+ *			bytes and number of symbols (0 and 0 on error);
+ * snapshot:cache-hit	the size of the cached snapshot an open got;
+ * open:map		one try at placing the opener's mapping: the hint, the
+ *			length, 0 or the errno, the address (0 on error);
+ * open:refused		the errno an open failed with.
  */
-/* ksyms::snapshot:build-start: attempt (1, 2, ...) of a snapshot build. */
-void	 kpi_probe_build_start(uint32_t attempt);
-/*
- * ksyms::snapshot:build-done: the attempt, 0 or its errno, and the snapshot's
- * size in bytes and number of symbols (0 and 0 on error).
- */
-void	 kpi_probe_build_done(uint32_t attempt, int error, uint64_t size,
-	    uint64_t symbols);
-/* ksyms::snapshot:cache-hit: an open got the cached snapshot of size bytes. */
-void	 kpi_probe_cache_hit(uint64_t size);
-/*
- * ksyms::open:map: one try at placing the opener's mapping of len bytes at
- * or above hint: 0 and the address, or the errno.
- */
-void	 kpi_probe_map(uint64_t hint, uint64_t len, int error,
-	    uint64_t addr);
-/* ksyms::open:refused: an open failed with this errno. */
-void	 kpi_probe_open_refused(int error);
+#define	KPI_PROBE_BUILD_START	0
+#define	KPI_PROBE_BUILD_DONE	1
+#define	KPI_PROBE_CACHE_HIT	2
+#define	KPI_PROBE_MAP		3
+#define	KPI_PROBE_OPEN_REFUSED	4
+void	 kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2,
+	    uint64_t a3);
 
 /* panic(9) with the message msg[0..len). Does not return. */
 void	 kpi_panic(const char *msg, size_t len)

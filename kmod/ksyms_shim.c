@@ -328,35 +328,27 @@ kpi_cache_enabled(void)
 }
 
 void
-kpi_probe_build_start(uint32_t attempt)
+kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 {
-	SDT_PROBE1(ksyms, , snapshot, build__start, attempt);
-}
-
-void
-kpi_probe_build_done(uint32_t attempt, int error, uint64_t size,
-    uint64_t symbols)
-{
-	SDT_PROBE4(ksyms, , snapshot, build__done, attempt, error, size,
-	    symbols);
-}
-
-void
-kpi_probe_cache_hit(uint64_t size)
-{
-	SDT_PROBE1(ksyms, , snapshot, cache__hit, size);
-}
-
-void
-kpi_probe_map(uint64_t hint, uint64_t len, int error, uint64_t addr)
-{
-	SDT_PROBE4(ksyms, , open, map, hint, len, error, addr);
-}
-
-void
-kpi_probe_open_refused(int error)
-{
-	SDT_PROBE1(ksyms, , open, refused, error);
+	switch (probe) {
+	case KPI_PROBE_BUILD_START:
+		SDT_PROBE1(ksyms, , snapshot, build__start, a0);
+		break;
+	case KPI_PROBE_BUILD_DONE:
+		SDT_PROBE4(ksyms, , snapshot, build__done, a0, a1, a2, a3);
+		break;
+	case KPI_PROBE_CACHE_HIT:
+		SDT_PROBE1(ksyms, , snapshot, cache__hit, a0);
+		break;
+	case KPI_PROBE_MAP:
+		SDT_PROBE4(ksyms, , open, map, a0, a1, a2, a3);
+		break;
+	case KPI_PROBE_OPEN_REFUSED:
+		SDT_PROBE1(ksyms, , open, refused, a0);
+		break;
+	default:
+		KASSERT(false, ("ksyms: probe %d", probe));
+	}
 }
 
 void

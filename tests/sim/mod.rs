@@ -1392,53 +1392,46 @@ pub extern "C" fn kpi_cache_enabled() -> c_int {
     with(|w| c_int::from(w.cache_enabled))
 }
 
-fn fire(probe: Probe) {
-    with(|w| w.probes.push(probe));
-}
-
 #[no_mangle]
-pub extern "C" fn kpi_probe_build_start(attempt: u32) {
+pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
     let _nu = NoUnwind::new();
-    under_lock("kpi_probe_build_start");
-    fire(Probe::BuildStart { attempt });
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_probe_build_done(attempt: u32, error: c_int, size: u64, symbols: u64) {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_probe_build_done");
-    fire(Probe::BuildDone {
-        attempt,
-        error,
-        size,
-        symbols,
-    });
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_probe_cache_hit(size: u64) {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_probe_cache_hit");
-    fire(Probe::CacheHit { size });
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_probe_map(hint: u64, len: u64, error: c_int, addr: u64) {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_probe_map");
-    fire(Probe::Map {
-        hint,
-        len,
-        error,
-        addr,
-    });
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_probe_open_refused(error: c_int) {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_probe_open_refused");
-    fire(Probe::OpenRefused { error });
+    under_lock("kpi_probe");
+    // An int argument comes as C's (uintptr_t) of it; DTrace reads its low 32 bits.
+    let int = |a: u64| a as u32 as i32;
+    let fired = match probe {
+        sys::KPI_PROBE_BUILD_START => Probe::BuildStart {
+            attempt: u32::try_from(a0).unwrap_or(u32::MAX),
+        },
+        sys::KPI_PROBE_BUILD_DONE => Probe::BuildDone {
+            attempt: u32::try_from(a0).unwrap_or(u32::MAX),
+            error: int(a1),
+            size: a2,
+            symbols: a3,
+        },
+        sys::KPI_PROBE_CACHE_HIT => Probe::CacheHit { size: a0 },
+        sys::KPI_PROBE_MAP => Probe::Map {
+            hint: a0,
+            len: a1,
+            error: int(a2),
+            addr: a3,
+        },
+        sys::KPI_PROBE_OPEN_REFUSED => Probe::OpenRefused { error: int(a0) },
+        _ => {
+            report(format!("kpi_probe: no probe {probe}"));
+            return;
+        }
+    };
+    // Arguments past the probe's own are 0.
+    let used = match fired {
+        Probe::BuildStart { .. } | Probe::CacheHit { .. } | Probe::OpenRefused { .. } => 1,
+        Probe::BuildDone { .. } | Probe::Map { .. } => 4,
+    };
+    if [a0, a1, a2, a3][used..].iter().any(|&a| a != 0) {
+        report(format!(
+            "kpi_probe: {fired:?} with extra arguments {a0} {a1} {a2} {a3}"
+        ));
+    }
+    with(|w| w.probes.push(fired));
 }
 
 #[no_mangle]
@@ -1472,8 +1465,7 @@ fn _signatures_match_bindings() {
         kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _); kpi_uio_offset(_);
         kpi_curproc(); kpi_vm_layout(_); kpi_map_object(_, _, _, _);
         kpi_unmap_object(_, _, _, _); kpi_set_cdevpriv(_); kpi_get_cdevpriv(_);
-        kpi_cache_enabled(); kpi_probe_build_start(_); kpi_probe_build_done(_, _, _, _);
-        kpi_probe_cache_hit(_); kpi_probe_map(_, _, _, _); kpi_probe_open_refused(_);
+        kpi_cache_enabled(); kpi_probe(_, _, _, _, _);
         kpi_panic(_, _);
     }
 }
