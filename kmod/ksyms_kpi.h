@@ -171,12 +171,6 @@ int	 kpi_set_cdevpriv(void *priv);
 int	 kpi_get_cdevpriv(void **priv);
 
 /*
- * Whether the shared snapshot cache is on: the debug.ksyms.cache loader
- * tunable and read-write sysctl (default 1). Read at each open.
- */
-int	 kpi_cache_enabled(void);
-
-/*
  * Fires SDT probe probe (a KPI_PROBE_*) of provider ksyms (sdt(9); ksyms(4)
  * lists them) with arguments a0..a3, 0 past the probe's own; does nothing in
  * a kernel without KDTRACE_HOOKS. The probes and their arguments:
@@ -211,8 +205,12 @@ int	 ksyms_rs_load(void);
  * snapshot.
  */
 int	 ksyms_rs_unload(void);
-/* d_open: 0 or errno. On error, nothing is left behind (no cdevpriv set). */
-int	 ksyms_rs_open(int fflags);
+/*
+ * d_open: 0 or errno. On error, nothing is left behind (no cdevpriv set).
+ * cache is whether the snapshot cache is on: the debug.ksyms.cache loader
+ * tunable and read-write sysctl (default 1), read at each open.
+ */
+int	 ksyms_rs_open(int fflags, int cache);
 /* d_read: 0 or errno. */
 int	 ksyms_rs_read(struct uio *uio);
 /*

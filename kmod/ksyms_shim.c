@@ -321,12 +321,6 @@ kpi_get_cdevpriv(void **priv)
 	return (devfs_get_cdevpriv(priv));
 }
 
-int
-kpi_cache_enabled(void)
-{
-	return (atomic_load_int(&ksyms_cache) != 0);
-}
-
 void
 kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 {
@@ -377,7 +371,7 @@ static int
 ksyms_open(struct cdev *dev __unused, int oflags, int devtype __unused,
     struct thread *td __unused)
 {
-	return (ksyms_rs_open(oflags));
+	return (ksyms_rs_open(oflags, atomic_load_int(&ksyms_cache) != 0));
 }
 
 static int

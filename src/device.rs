@@ -325,8 +325,8 @@ pub fn device_mode(tunable: Option<i32>) -> core::result::Result<i32, i32> {
     }
 }
 
-/// d_open.
-pub fn open(fflags: i32) -> Result<()> {
+/// d_open; `use_cache`: whether the snapshot cache is on (debug.ksyms.cache).
+pub fn open(fflags: i32, use_cache: bool) -> Result<()> {
     if fflags & FWRITE != 0 {
         return Err(Error::ReadOnly);
     }
@@ -342,7 +342,7 @@ pub fn open(fflags: i32) -> Result<()> {
         st.opening = st.opening.checked_add(1).ok_or(Error::Busy)?;
     }
 
-    let prepared = prepare(me);
+    let prepared = prepare(me, use_cache);
 
     let mut st = STATE.lock();
     st.opening = st.opening.saturating_sub(1);
@@ -398,8 +398,8 @@ unsafe fn retire(ptr: NonNull<OpenFile>) {
 
 /// The per-open state of an open in progress: snapshot, then mapping. Nothing is
 /// published yet; on error everything made here is undone by drops.
-fn prepare(me: Proc) -> Result<KBox<OpenFile>> {
-    let snapshot = snapshot()?;
+fn prepare(me: Proc, use_cache: bool) -> Result<KBox<OpenFile>> {
+    let snapshot = snapshot(use_cache)?;
     let mut entry = KBox::try_new(OpenFile {
         snapshot,
         mapping: None,
@@ -418,8 +418,7 @@ fn prepare(me: Proc) -> Result<KBox<OpenFile>> {
 
 /// A snapshot for a new open: the cached one if the linker file set has not changed
 /// since it was built, else a new one (cached if the set did not change meanwhile).
-fn snapshot() -> Result<Snapshot> {
-    let use_cache = kpi::cache_enabled();
+fn snapshot(use_cache: bool) -> Result<Snapshot> {
     let (generation, dropped) = {
         let mut st = STATE.lock();
         let generation = st.generation;

@@ -32,8 +32,8 @@ pub extern "C" fn ksyms_rs_unload() -> c_int {
 
 /// d_open.
 #[no_mangle]
-pub extern "C" fn ksyms_rs_open(fflags: c_int) -> c_int {
-    let result = device::open(fflags);
+pub extern "C" fn ksyms_rs_open(fflags: c_int, cache: c_int) -> c_int {
+    let result = device::open(fflags, cache != 0);
     if let Err(e) = result {
         probe::open_refused(e);
     }

@@ -379,12 +379,6 @@ pub fn get_cdevpriv() -> Result<NonNull<c_void>> {
     NonNull::new(p).ok_or(Error::Invalid)
 }
 
-/// Whether the shared snapshot cache is switched on.
-pub fn cache_enabled() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { sys::kpi_cache_enabled() != 0 }
-}
-
 /// A linker file, valid during one callback of [`foreach_linker_file`].
 pub struct KernelFile<'w> {
     lf: NonNull<sys::linker_file>,

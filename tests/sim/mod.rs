@@ -1386,13 +1386,6 @@ pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_cache_enabled() -> c_int {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_cache_enabled");
-    with(|w| c_int::from(w.cache_enabled))
-}
-
-#[no_mangle]
 pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
     let _nu = NoUnwind::new();
     under_lock("kpi_probe");
@@ -1465,7 +1458,7 @@ fn _signatures_match_bindings() {
         kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _); kpi_uio_offset(_);
         kpi_curproc(); kpi_vm_layout(_); kpi_map_object(_, _, _, _);
         kpi_unmap_object(_, _, _, _); kpi_set_cdevpriv(_); kpi_get_cdevpriv(_);
-        kpi_cache_enabled(); kpi_probe(_, _, _, _, _);
+        kpi_probe(_, _, _, _, _);
         kpi_panic(_, _);
     }
 }
@@ -2119,8 +2112,10 @@ impl Sim {
         });
         let r = {
             let _c = enter(Some(pid), Some(fp), true);
+            // The shim passes debug.ksyms.cache as it reads it at the call.
+            let cache = with(|w| c_int::from(w.cache_enabled));
             // SAFETY: d_open, with td_fpop the file being opened.
-            unsafe { sys::ksyms_rs_open(fflags) }
+            unsafe { sys::ksyms_rs_open(fflags, cache) }
         };
         if r != 0 {
             // devfs_open: on error, devfs_clear_cdevpriv runs the destructor.
