@@ -111,8 +111,6 @@ int	 kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
  * KPI_OBJECT_MAX). errno.
  */
 int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio);
-/* uio->uio_offset. */
-int64_t	 kpi_uio_offset(struct uio *uio);
 
 /* curthread->td_proc. */
 struct proc *kpi_curproc(void);
@@ -211,8 +209,8 @@ int	 ksyms_rs_unload(void);
  * tunable and read-write sysctl (default 1), read at each open.
  */
 int	 ksyms_rs_open(int fflags, int cache);
-/* d_read: 0 or errno. */
-int	 ksyms_rs_read(struct uio *uio);
+/* d_read: 0 or errno. offset is uio->uio_offset, where the read starts. */
+int	 ksyms_rs_read(struct uio *uio, int64_t offset);
 /*
  * d_ioctl: 0 or errno. data is the kernel copy of the argument, len bytes:
  * IOCPARM_LEN(cmd).

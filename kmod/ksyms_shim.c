@@ -77,30 +77,15 @@ SDT_PROBE_DEFINE1(ksyms, , open, refused, "int");
  */
 static struct sx ksyms_lock;
 SX_SYSINIT(ksyms_lock, &ksyms_lock, KSYMS_NAME);
+/* Set when MOD_LOAD completed: MOD_UNLOAD also follows a failed one. */
 static struct cdev *ksyms_dev;
 static eventhandler_tag ksyms_kld_load_tag;
 static eventhandler_tag ksyms_kld_unload_try_tag;
 static eventhandler_tag ksyms_kld_unload_tag;
 static eventhandler_tag ksyms_exit_tag;
 static eventhandler_tag ksyms_exec_tag;
-/* Whether MOD_LOAD completed: MOD_UNLOAD also follows a failed one. */
-static bool ksyms_loaded;
-
 static int ksyms_mode;
 static int ksyms_cache = 1;
-
-static int ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS);
-
-static SYSCTL_NODE(_debug, OID_AUTO, ksyms, CTLFLAG_RD | CTLFLAG_MPSAFE, 0,
-    "ksyms(4): the kernel symbol table device");
-SYSCTL_INT(_debug_ksyms, OID_AUTO, mode, CTLFLAG_RD | CTLFLAG_MPSAFE,
-    &ksyms_mode, 0, "Permissions of /dev/ksyms (loader tunable)");
-SYSCTL_INT(_debug_ksyms, OID_AUTO, cache, CTLFLAG_RWTUN | CTLFLAG_MPSAFE,
-    &ksyms_cache, 0,
-    "Share the snapshot between opens while the module set stays");
-SYSCTL_PROC(_debug_ksyms, OID_AUTO, cached_bytes,
-    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 0,
-    ksyms_sysctl_cached_bytes, "QU", "Size of the cached snapshot (bytes)");
 
 /* ---- Services for Rust (ksyms_kpi.h) ---- */
 
@@ -238,12 +223,6 @@ kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio)
 	return (uiomove_object(obj, (off_t)obj_size, uio));
 }
 
-int64_t
-kpi_uio_offset(struct uio *uio)
-{
-	return (uio->uio_offset);
-}
-
 struct proc *
 kpi_curproc(void)
 {
@@ -377,7 +356,7 @@ ksyms_open(struct cdev *dev __unused, int oflags, int devtype __unused,
 static int
 ksyms_read(struct cdev *dev __unused, struct uio *uio, int ioflag __unused)
 {
-	return (ksyms_rs_read(uio));
+	return (ksyms_rs_read(uio, uio->uio_offset));
 }
 
 static int
@@ -430,6 +409,8 @@ ksyms_process_exec(void *arg __unused, struct proc *p,
 	ksyms_rs_proc_exec(p);
 }
 
+/* ---- Sysctls ---- */
+
 static int
 ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS)
 {
@@ -438,6 +419,17 @@ ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS)
 	bytes = ksyms_rs_cached_bytes();
 	return (sysctl_handle_64(oidp, &bytes, 0, req));
 }
+
+static SYSCTL_NODE(_debug, OID_AUTO, ksyms, CTLFLAG_RD | CTLFLAG_MPSAFE, 0,
+    "ksyms(4): the kernel symbol table device");
+SYSCTL_INT(_debug_ksyms, OID_AUTO, mode, CTLFLAG_RD | CTLFLAG_MPSAFE,
+    &ksyms_mode, 0, "Permissions of /dev/ksyms (loader tunable)");
+SYSCTL_INT(_debug_ksyms, OID_AUTO, cache, CTLFLAG_RWTUN | CTLFLAG_MPSAFE,
+    &ksyms_cache, 0,
+    "Share the snapshot between opens while the module set stays");
+SYSCTL_PROC(_debug_ksyms, OID_AUTO, cached_bytes,
+    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 0,
+    ksyms_sysctl_cached_bytes, "QU", "Size of the cached snapshot (bytes)");
 
 /* ---- The module ---- */
 
@@ -510,7 +502,6 @@ ksyms_load(void)
 		(void)ksyms_rs_unload();
 		return (error);
 	}
-	ksyms_loaded = true;
 	return (0);
 }
 
@@ -524,7 +515,7 @@ ksyms_unload(void)
 {
 	int error;
 
-	if (!ksyms_loaded)
+	if (ksyms_dev == NULL)
 		return (0);
 	error = ksyms_rs_unload();
 	if (error != 0)
@@ -533,7 +524,6 @@ ksyms_unload(void)
 	destroy_dev(ksyms_dev);
 	ksyms_dev = NULL;
 	ksyms_handlers_deregister();
-	ksyms_loaded = false;
 	return (0);
 }
 

@@ -43,11 +43,11 @@ pub extern "C" fn ksyms_rs_open(fflags: c_int, cache: c_int) -> c_int {
 /// d_read.
 ///
 /// # Safety
-/// `uio` is the uio of the current d_read call.
+/// `uio` is the uio of the current d_read call, and `offset` its `uio_offset`.
 #[no_mangle]
-pub unsafe extern "C" fn ksyms_rs_read(uio: *mut sys::uio) -> c_int {
-    // SAFETY: the caller passes the live uio of this read (contract).
-    match unsafe { Uio::from_raw(uio) } {
+pub unsafe extern "C" fn ksyms_rs_read(uio: *mut sys::uio, offset: i64) -> c_int {
+    // SAFETY: the caller passes the live uio of this read and its offset (contract).
+    match unsafe { Uio::from_raw(uio, offset) } {
         Some(uio) => status(device::read(&uio)),
         None => Error::Invalid.errno(),
     }

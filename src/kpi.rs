@@ -255,7 +255,7 @@ impl VmObject {
         }
         // SAFETY: the object is alive; uio is the live uio of the current read call;
         // its offset is not negative and size within KPI_OBJECT_MAX (checked).
-        Error::check(unsafe { sys::kpi_object_read(self.0.as_ptr(), size, uio.0.as_ptr()) })
+        Error::check(unsafe { sys::kpi_object_read(self.0.as_ptr(), size, uio.uio.as_ptr()) })
     }
 }
 
@@ -267,18 +267,22 @@ impl Drop for VmObject {
 }
 
 /// The `struct uio` of a read call.
-pub struct Uio(NonNull<sys::uio>);
+pub struct Uio {
+    uio: NonNull<sys::uio>,
+    offset: i64,
+}
 
 impl Uio {
     /// # Safety
-    /// `uio` is the live uio the kernel passed to the current `d_read` call.
-    pub unsafe fn from_raw(uio: *mut sys::uio) -> Option<Self> {
-        NonNull::new(uio).map(Uio)
+    /// `uio` is the live uio the kernel passed to the current `d_read` call, and
+    /// `offset` its `uio_offset`.
+    pub unsafe fn from_raw(uio: *mut sys::uio, offset: i64) -> Option<Self> {
+        NonNull::new(uio).map(|uio| Uio { uio, offset })
     }
 
+    /// Where the read starts.
     pub fn offset(&self) -> i64 {
-        // SAFETY: the uio is live for the current call (from_raw's contract).
-        unsafe { sys::kpi_uio_offset(self.0.as_ptr()) }
+        self.offset
     }
 }
 

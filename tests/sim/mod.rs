@@ -1170,18 +1170,6 @@ pub extern "C" fn kpi_object_read(
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_uio_offset(uio: *mut sys::uio) -> i64 {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_uio_offset");
-    if uio.is_null() {
-        report("kpi_uio_offset with a NULL uio".into());
-        return 0;
-    }
-    // SAFETY: as in kpi_object_read.
-    unsafe { (*uio.cast::<SimUio>()).offset }
-}
-
-#[no_mangle]
 pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
     let _nu = NoUnwind::new();
     under_lock("kpi_curproc");
@@ -1455,7 +1443,7 @@ fn _signatures_match_bindings() {
         kpi_malloc(_); kpi_free(_); kpi_lock(); kpi_unlock(); kpi_linker_foreach(_, _);
         kpi_lf_id(_); kpi_symtab_get(_, _); kpi_strtab_get(_, _); kpi_symbol_value(_, _, _);
         kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
-        kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _); kpi_uio_offset(_);
+        kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _);
         kpi_curproc(); kpi_vm_layout(_); kpi_map_object(_, _, _, _);
         kpi_unmap_object(_, _, _, _); kpi_set_cdevpriv(_); kpi_get_cdevpriv(_);
         kpi_probe(_, _, _, _, _);
@@ -2197,8 +2185,8 @@ impl Sim {
             len: buf.len(),
         };
         let r = self.on_file(pid, fd, || {
-            // SAFETY: d_read with a live uio over a live buffer.
-            unsafe { sys::ksyms_rs_read((&mut uio as *mut SimUio).cast()) }
+            // SAFETY: d_read with a live uio over a live buffer, and its offset.
+            unsafe { sys::ksyms_rs_read((&mut uio as *mut SimUio).cast(), offset) }
         })?;
         if r != 0 {
             return Err(r);
