@@ -67,12 +67,20 @@ void	 kpi_unlock(void);
  */
 typedef int kpi_linker_cb(struct linker_file *lf, void *ctx);
 int	 kpi_linker_foreach(kpi_linker_cb *cb, void *ctx);
-/* lf->id. */
-int	 kpi_lf_id(struct linker_file *lf);
-/* LINKER_SYMTAB_GET: the number of Elf_Sym entries at *symtab. */
-long	 kpi_symtab_get(struct linker_file *lf, const void **symtab);
-/* LINKER_STRTAB_GET: the size in bytes of the string table at *strtab. */
-long	 kpi_strtab_get(struct linker_file *lf, const char **strtab);
+/*
+ * What the snapshot reads of a linker file: its id (the kernel is 1), its
+ * symbol table (LINKER_SYMTAB_GET: nsyms Elf_Sym entries at symtab) and its
+ * string table (LINKER_STRTAB_GET: strsz bytes at strtab), as the linker
+ * reports them; the tables stay put while kld_sx is held.
+ */
+struct kpi_linker_file {
+	const void	*symtab;
+	const char	*strtab;
+	long		 nsyms;
+	long		 strsz;
+	int		 id;
+};
+void	 kpi_linker_file(struct linker_file *lf, struct kpi_linker_file *f);
 /*
  * LINKER_DEBUG_SYMBOL_VALUES for the Elf_Sym at sym (inside lf's symbol
  * table): 0 and *value set to the symbol's absolute address, or an errno when

@@ -125,34 +125,19 @@ kpi_linker_foreach(kpi_linker_cb *cb, void *ctx)
 	return (linker_file_foreach(cb, ctx));
 }
 
-int
-kpi_lf_id(struct linker_file *lf)
+void
+kpi_linker_file(struct linker_file *lf, struct kpi_linker_file *f)
 {
-	return (lf->id);
-}
+	const Elf_Sym *symtab;
+	caddr_t strtab;
 
-long
-kpi_symtab_get(struct linker_file *lf, const void **symtab)
-{
-	const Elf_Sym *st;
-	long n;
-
-	st = NULL;
-	n = LINKER_SYMTAB_GET(lf, &st);
-	*symtab = st;
-	return (n);
-}
-
-long
-kpi_strtab_get(struct linker_file *lf, const char **strtab)
-{
-	caddr_t s;
-	long n;
-
-	s = NULL;
-	n = LINKER_STRTAB_GET(lf, &s);
-	*strtab = s;
-	return (n);
+	symtab = NULL;
+	strtab = NULL;
+	f->nsyms = LINKER_SYMTAB_GET(lf, &symtab);
+	f->strsz = LINKER_STRTAB_GET(lf, &strtab);
+	f->symtab = symtab;
+	f->strtab = strtab;
+	f->id = lf->id;
 }
 
 int

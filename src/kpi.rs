@@ -396,29 +396,28 @@ impl<'w> KernelFile<'w> {
     /// `lf` is the linker file passed to the current foreach callback (the kernel
     /// linker's lock is held, so its tables stay put until the callback returns).
     unsafe fn new(lf: NonNull<sys::linker_file>) -> Result<Self> {
-        let mut symtab: *const c_void = core::ptr::null();
-        let mut strtab: *const core::ffi::c_char = core::ptr::null();
-        // SAFETY: lf is live (contract); the out pointers are valid.
-        let (nsyms, strsz, id) = unsafe {
-            (
-                sys::kpi_symtab_get(lf.as_ptr(), &mut symtab),
-                sys::kpi_strtab_get(lf.as_ptr(), &mut strtab),
-                sys::kpi_lf_id(lf.as_ptr()),
-            )
+        let mut f = sys::kpi_linker_file {
+            symtab: core::ptr::null(),
+            strtab: core::ptr::null(),
+            nsyms: 0,
+            strsz: 0,
+            id: 0,
         };
-        let nsyms = usize::try_from(nsyms).map_err(|_| Error::BadLinkerFile)?;
-        let strsz = usize::try_from(strsz).map_err(|_| Error::BadLinkerFile)?;
+        // SAFETY: lf is live (contract); f is a valid out pointer.
+        unsafe { sys::kpi_linker_file(lf.as_ptr(), &mut f) };
+        let nsyms = usize::try_from(f.nsyms).map_err(|_| Error::BadLinkerFile)?;
+        let strsz = usize::try_from(f.strsz).map_err(|_| Error::BadLinkerFile)?;
         // SAFETY: the linker reports nsyms entries at symtab and strsz bytes at strtab,
         // alive while its lock is held (contract); table_slice checks null, alignment
         // and that the byte size fits an isize.
-        let symbols = unsafe { table_slice(symtab.cast::<Elf64Sym>(), nsyms)? };
+        let symbols = unsafe { table_slice(f.symtab.cast::<Elf64Sym>(), nsyms)? };
         // SAFETY: as above.
-        let strings = unsafe { table_slice(strtab.cast::<u8>(), strsz)? };
+        let strings = unsafe { table_slice(f.strtab.cast::<u8>(), strsz)? };
         Ok(KernelFile {
             lf,
             symbols,
             strings,
-            is_kernel: id == 1,
+            is_kernel: f.id == 1,
         })
     }
 }

@@ -949,55 +949,38 @@ fn walking(lf: *mut sys::linker_file, what: &str) -> Option<Arc<Loaded>> {
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_lf_id(lf: *mut sys::linker_file) -> c_int {
+pub extern "C" fn kpi_linker_file(lf: *mut sys::linker_file, out: *mut sys::kpi_linker_file) {
     let _nu = NoUnwind::new();
-    under_lock("kpi_lf_id");
-    walking(lf, "kpi_lf_id").map_or(-1, |f| f.id)
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_symtab_get(lf: *mut sys::linker_file, symtab: *mut *const c_void) -> c_long {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_symtab_get");
-    let Some(f) = walking(lf, "kpi_symtab_get") else {
-        return 0;
+    under_lock("kpi_linker_file");
+    let Some(f) = walking(lf, "kpi_linker_file") else {
+        return;
     };
-    if symtab.is_null() {
-        report("kpi_symtab_get with a NULL out pointer".into());
-        return 0;
+    if out.is_null() {
+        report("kpi_linker_file with a NULL out pointer".into());
+        return;
     }
     let lie = &f.file.lie;
-    let mut p = f.file.syms.as_ptr().cast::<u8>();
+    let mut symtab = f.file.syms.as_ptr().cast::<u8>();
     if lie.symtab_null {
-        p = std::ptr::null();
+        symtab = std::ptr::null();
     } else if lie.symtab_misaligned {
-        p = p.wrapping_add(4);
+        symtab = symtab.wrapping_add(4);
     }
-    // SAFETY: checked non-null above; the device passes a valid out pointer.
-    unsafe { symtab.write(p.cast()) };
-    lie.symtab_count.unwrap_or(f.file.syms.len() as i64) as c_long
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_strtab_get(lf: *mut sys::linker_file, strtab: *mut *const c_char) -> c_long {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_strtab_get");
-    let Some(f) = walking(lf, "kpi_strtab_get") else {
-        return 0;
-    };
-    if strtab.is_null() {
-        report("kpi_strtab_get with a NULL out pointer".into());
-        return 0;
-    }
-    let lie = &f.file.lie;
-    let p = if lie.strtab_null {
+    let strtab = if lie.strtab_null {
         std::ptr::null()
     } else {
         f.file.strs.as_ptr().cast::<c_char>()
     };
-    // SAFETY: checked non-null above.
-    unsafe { strtab.write(p) };
-    lie.strtab_len.unwrap_or(f.file.strs.len() as i64) as c_long
+    // SAFETY: checked non-null above; the device passes a valid out pointer.
+    unsafe {
+        out.write(sys::kpi_linker_file {
+            symtab: symtab.cast(),
+            strtab,
+            nsyms: lie.symtab_count.unwrap_or(f.file.syms.len() as i64) as c_long,
+            strsz: lie.strtab_len.unwrap_or(f.file.strs.len() as i64) as c_long,
+            id: f.id,
+        })
+    };
 }
 
 #[no_mangle]
@@ -1441,7 +1424,7 @@ fn _signatures_match_bindings() {
     }
     same! {
         kpi_malloc(_); kpi_free(_); kpi_lock(); kpi_unlock(); kpi_linker_foreach(_, _);
-        kpi_lf_id(_); kpi_symtab_get(_, _); kpi_strtab_get(_, _); kpi_symbol_value(_, _, _);
+        kpi_linker_file(_, _); kpi_symbol_value(_, _, _);
         kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
         kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _);
         kpi_curproc(); kpi_vm_layout(_); kpi_map_object(_, _, _, _);
