@@ -12,8 +12,8 @@ fn fire(probe: i32, args: [u64; 4]) {
     unsafe { sys::kpi_probe(probe, a0, a1, a2, a3) };
 }
 
-/// An errno as a probe argument: C's `(uintptr_t)` of the int, which DTrace reads
-/// back as the probe's `int` argument.
+/// An errno as a probe argument: its 32 bits, from which DTrace reads the probe's
+/// `int` argument.
 fn errno(e: Error) -> u64 {
     u64::from(e.errno().cast_unsigned())
 }

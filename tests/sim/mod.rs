@@ -1360,7 +1360,7 @@ pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
 pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
     let _nu = NoUnwind::new();
     under_lock("kpi_probe");
-    // An int argument comes as C's (uintptr_t) of it; DTrace reads its low 32 bits.
+    // DTrace reads an int argument from the low 32 bits of its 64.
     let int = |a: u64| a as u32 as i32;
     let fired = match probe {
         sys::KPI_PROBE_BUILD_START => Probe::BuildStart {
