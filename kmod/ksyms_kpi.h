@@ -37,7 +37,7 @@ struct proc;
 struct uio;
 struct vm_object;
 
-/* Open flags (sys/fcntl.h) and protections (sys/mman.h) as the kernel passes them. */
+/* Open flags (sys/fcntl.h) and protections (sys/mman.h), the kernel's. */
 #define	KPI_FREAD	0x0001
 #define	KPI_FWRITE	0x0002
 #define	KPI_PROT_READ	0x01
@@ -46,73 +46,127 @@ struct vm_object;
 
 /* ---- Services the shim provides to Rust ---- */
 
-/* malloc(9), M_WAITOK | M_ZERO under M_KSYMS; NULL on failure (simulator only). */
+/* malloc(9), M_WAITOK | M_ZERO, M_KSYMS; NULL on failure (simulator only). */
 void	*kpi_malloc(size_t size);
 /* free(9) of a kpi_malloc'ed block; NULL is ignored. */
 void	 kpi_free(void *p);
 
-/* ksyms_lock, an sx(9) lock owned by the shim; sleeping under it is allowed. */
+/*
+ * ksyms_lock, an sx(9) lock owned by the shim; sleeping under it is allowed.
+ * Rust hands out one exclusive reference to its state per hold, so taking it
+ * recursively panics.
+ */
 void	 kpi_lock(void);
 void	 kpi_unlock(void);
 
 /*
  * linker_file_foreach(9): calls cb(lf, ctx) for each linker file in the
  * kernel's order, the kernel (id 1) first, with kld_sx held; stops at the
- * first non-zero return and returns it.
+ * first non-zero return and returns it. Never called with ksyms_lock held
+ * (asserted under INVARIANTS).
  */
 typedef int kpi_linker_cb(struct linker_file *lf, void *ctx);
 int	 kpi_linker_foreach(kpi_linker_cb *cb, void *ctx);
-/* lf->id. */
-int	 kpi_lf_id(struct linker_file *lf);
-/* LINKER_SYMTAB_GET: the number of Elf_Sym entries at *symtab. */
-long	 kpi_symtab_get(struct linker_file *lf, const void **symtab);
-/* LINKER_STRTAB_GET: the size in bytes of the string table at *strtab. */
-long	 kpi_strtab_get(struct linker_file *lf, const char **strtab);
 /*
- * LINKER_SYMBOL_VALUES for the Elf_Sym at sym (inside lf's symbol table):
- * 0 and *value set to the symbol's absolute address, or an errno when the
- * linker reports none.
+ * What the snapshot reads of a linker file: its id (the kernel is 1), its
+ * symbol table (LINKER_SYMTAB_GET: nsyms Elf_Sym entries at symtab) and its
+ * string table (LINKER_STRTAB_GET: strsz bytes at strtab), as the linker
+ * reports them; the tables stay put while kld_sx is held.
  */
-int	 kpi_symbol_value(struct linker_file *lf, const void *sym, uint64_t *value);
+struct kpi_linker_file {
+	const void	*symtab;
+	const char	*strtab;
+	long		 nsyms;
+	long		 strsz;
+	int		 id;
+};
+void	 kpi_linker_file(struct linker_file *lf, struct kpi_linker_file *f);
+/*
+ * LINKER_DEBUG_SYMBOL_VALUES for the Elf_Sym at sym (inside lf's symbol
+ * table): 0 and *value set to the symbol's absolute address, or an errno when
+ * the linker reports none. Unlike LINKER_SYMBOL_VALUES, which hides a
+ * module's local symbols while debug.link_elf_obj_leak_locals (or, for
+ * link_elf modules, debug.link_elf_leak_locals) is 0, the debug method
+ * reports them whatever those sysctls say; linker_if.m has it in every
+ * supported release (13.x, 14.x, 15.x).
+ */
+int	 kpi_symbol_value(struct linker_file *lf, const void *sym,
+	    uint64_t *value);
 
 /*
  * A pageable anonymous VM object (OBJT_SWAP) of size bytes, rounded up to
- * pages, with one reference; NULL on failure.
+ * pages, with one reference; NULL on failure. size is at most
+ * KPI_OBJECT_MAX (OFF_MAX less a page, so that it rounds up to an off_t).
+ * Charged to no one's credentials: the snapshot may be shared by every
+ * opener and outlive the first in the cache, and a charge would pin that
+ * opener's ucred (and jail) until the next module change.
  */
+#define	KPI_OBJECT_MAX	0x7ffffffffffff000ULL
 struct vm_object *kpi_object_alloc(uint64_t size);
 /* vm_object_reference(9) / vm_object_deallocate(9). */
 void	 kpi_object_ref(struct vm_object *obj);
 void	 kpi_object_release(struct vm_object *obj);
 /*
  * Copies len bytes from the kernel buffer buf into obj at byte offset off
- * (uiomove_object on a UIO_SYSSPACE uio); obj_size bounds the object. errno.
+ * (uiomove_object on a UIO_SYSSPACE uio); obj_size bounds the object, and
+ * off + len <= obj_size <= KPI_OBJECT_MAX. errno.
  */
 int	 kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
 	    const void *buf, size_t len);
 /*
- * uiomove_object(obj, obj_size, uio): copies from obj at uio's offset to the
- * caller's buffers, stopping at obj_size. errno.
+ * uiomove_object(obj, obj_size, uio): copies from obj at uio's offset (not
+ * negative) to the caller's buffers, stopping at obj_size (at most
+ * KPI_OBJECT_MAX). errno.
  */
 int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio);
-/* uio->uio_offset. */
-int64_t	 kpi_uio_offset(struct uio *uio);
 
 /* curthread->td_proc. */
 struct proc *kpi_curproc(void);
+
+/* PAGE_SIZE: mapping lengths and hints are multiples of it. */
+#define	KPI_PAGE_SIZE	4096
+
 /*
- * Maps size bytes of obj read-only (max protection read) and shared into the
- * current process, where the VM system finds room (below 4 GiB for a 32-bit
- * process). The mapping holds its own object reference. *uaddr receives the
- * address. errno.
+ * What the placement of a mapping in the current process depends on, read
+ * with the kernel's accessors: the bounds of its map (vm_map_min, vm_map_max),
+ * the start of its data segment (vm_daddr) and the hard limit of its data size
+ * (lim_max(td, RLIMIT_DATA)). vm_mmap_object's default address is
+ * round_page(data_start + data_limit), which may lie past map_max.
  */
-int	 kpi_map_object(struct vm_object *obj, uint64_t size, uint64_t *uaddr);
+struct kpi_vm_layout {
+	uint64_t	map_min;
+	uint64_t	map_max;
+	uint64_t	data_start;
+	uint64_t	data_limit;
+};
+void	 kpi_vm_layout(struct kpi_vm_layout *layout);
 /*
- * Removes the mapping [uaddr, uaddr + size) from p's address space, but only
- * if that range is still exactly one mapping of obj (the process may have
- * unmapped it and mapped something else there). p must be alive: the caller
- * holds ksyms_lock, and p's process_exit/process_exec events take it first.
+ * vm_mmap_object(9) of the first len bytes of obj into the current process,
+ * read-only (max protection read) and shared (MAP_SHARED: inherited by
+ * children forked later), at the first free range vm_map_find_min finds from
+ * hint; the mapping holds its own object reference. len is a non-zero multiple
+ * of KPI_PAGE_SIZE; hint is a non-zero multiple of it (a hint of 0 means
+ * "from the bottom" on 13.x but "the default mmap address" from 14.0). 0 and
+ * the address in *uaddr, or vm_mmap_object's errno (ENOMEM: no room).
  */
-void	 kpi_unmap_object(struct proc *p, uint64_t uaddr, uint64_t size,
+int	 kpi_map_object(struct vm_object *obj, uint64_t len, uint64_t hint,
+	    uint64_t *uaddr);
+/*
+ * Removes the mapping [uaddr, uaddr + len) from p's address space, but only
+ * if that range is still exactly one mapping of obj from its start (the
+ * process may have unmapped it and mapped something else there, or split it
+ * with mprotect(2); the range then goes with the process). The lookup
+ * and the removal need one hold of the map lock: vm_map_remove(9), the public
+ * function, takes the lock itself, and between a check and its call another
+ * thread of p could replace the mapping with one of its own, which would then
+ * be removed. So this uses vm_map_delete(9), documented as VM-internal but
+ * exported in every supported release and used the same way outside the VM
+ * proper (kern/uipc_shm.c, shm_mmap_large), under vm_map_lock. len is a
+ * non-zero multiple of KPI_PAGE_SIZE and uaddr + len does not wrap. p must be
+ * alive: the caller holds ksyms_lock, and p's process_exit/process_exec
+ * events take it first.
+ */
+void	 kpi_unmap_object(struct proc *p, uint64_t uaddr, uint64_t len,
 	    struct vm_object *obj);
 
 /*
@@ -123,13 +177,28 @@ int	 kpi_set_cdevpriv(void *priv);
 int	 kpi_get_cdevpriv(void **priv);
 
 /*
- * Whether the shared snapshot cache is on: the debug.ksyms.cache loader
- * tunable and read-write sysctl (default 1). Read at each open.
+ * Fires SDT probe probe (a KPI_PROBE_*) of provider ksyms (sdt(9); ksyms(4)
+ * lists them) with arguments a0..a3, 0 past the probe's own; does nothing in
+ * a kernel without KDTRACE_HOOKS. The probes and their arguments:
+ * snapshot:build-start	attempt (1, 2, ...) of a snapshot build;
+ * snapshot:build-done	the attempt, 0 or its errno, the snapshot's size in
+ *			bytes and number of symbols (0 and 0 on error);
+ * snapshot:cache-hit	the size of the cached snapshot an open got;
+ * open:map		one try at placing the opener's mapping: the hint, the
+ *			length, 0 or the errno, the address (0 on error);
+ * open:refused		the errno an open failed with.
  */
-int	 kpi_cache_enabled(void);
+#define	KPI_PROBE_BUILD_START	0
+#define	KPI_PROBE_BUILD_DONE	1
+#define	KPI_PROBE_CACHE_HIT	2
+#define	KPI_PROBE_MAP		3
+#define	KPI_PROBE_OPEN_REFUSED	4
+void	 kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2,
+	    uint64_t a3);
 
 /* panic(9) with the message msg[0..len). Does not return. */
-void	 kpi_panic(const char *msg, size_t len) __attribute__((__noreturn__));
+void	 kpi_panic(const char *msg, size_t len)
+	    __attribute__((__noreturn__));
 
 /* ---- Entry points Rust provides to the shim ---- */
 
@@ -142,10 +211,14 @@ int	 ksyms_rs_load(void);
  * snapshot.
  */
 int	 ksyms_rs_unload(void);
-/* d_open: 0 or errno. On error, nothing is left behind (no cdevpriv set). */
-int	 ksyms_rs_open(int fflags);
-/* d_read: 0 or errno. */
-int	 ksyms_rs_read(struct uio *uio);
+/*
+ * d_open: 0 or errno. On error, nothing is left behind (no cdevpriv set).
+ * cache is whether the snapshot cache is on: the debug.ksyms.cache loader
+ * tunable and read-write sysctl (default 1), read at each open.
+ */
+int	 ksyms_rs_open(int fflags, int cache);
+/* d_read: 0 or errno. offset is uio->uio_offset, where the read starts. */
+int	 ksyms_rs_read(struct uio *uio, int64_t offset);
 /*
  * d_ioctl: 0 or errno. data is the kernel copy of the argument, len bytes:
  * IOCPARM_LEN(cmd).
@@ -156,8 +229,14 @@ int	 ksyms_rs_mmap_single(uint64_t *offset, uint64_t size,
 	    struct vm_object **objp, int nprot);
 /* The cdevpriv destructor: the last reference to an open file is gone. */
 void	 ksyms_rs_cdevpriv_dtor(void *priv);
-/* kld_load, kld_unload_try and kld_unload events: the linker file set changed. */
+/* kld_load, kld_unload_try and kld_unload events: the linker files changed. */
 void	 ksyms_rs_kld_changed(void);
+/*
+ * The permissions of /dev/ksyms: value, the debug.ksyms.mode loader tunable,
+ * if found is non-zero. 0 and the mode in *mode, or EINVAL when the value is
+ * refused; *mode is then the default, and the shim says so on the console.
+ */
+int	 ksyms_rs_device_mode(int found, int value, int *mode);
 /*
  * For the read-only sysctl debug.ksyms.cached_bytes: the size of the cached
  * snapshot, memory kept even while no open uses it (0 when nothing is cached).

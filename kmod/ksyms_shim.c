@@ -1,28 +1,12 @@
 /*-
  * SPDX-License-Identifier: BSD-2-Clause
  *
- * ksyms_shim.c: the C half of ksyms.ko.
- *
- * This is the only file of the module that includes kernel headers. It
- * provides the kpi_* services of ksyms_kpi.h as thin wrappers over kernel
- * functions, macros and kobj methods, forwards every cdevsw method and every
- * event to the ksyms_rs_* entry points of the Rust crate, and owns what only C
- * can declare: the cdevsw, the module, the lock, the sysctls and tunables.
- * It makes no decision of its own: sizes, bounds, states and errors are
- * decided in Rust (src/device.rs), where the host tests reach them.
- *
- * Loader tunables and sysctls (debug.ksyms.*):
- *   mode	 (tunable, read at load; read-only sysctl) the permissions of
- *		 /dev/ksyms: 0400 (the default: root only), 0440 (also group
- *		 wheel) or 0444 (everyone). Any other value is refused with a
- *		 console message and 0400 is used. A symbol table of the running
- *		 kernel is an address map of it, hence root only by default.
- *		 E.g. in /boot/loader.conf, or `kenv debug.ksyms.mode=0444`
- *		 before kldload: debug.ksyms.mode="0444".
- *   cache	 (tunable and read-write sysctl, default 1) whether opens share
- *		 the snapshot already built while the module set is unchanged.
- *   cached_bytes (read-only sysctl) the size of the cached snapshot, kept
- *		 even while no open uses it (0 when nothing is cached).
+ * ksyms_shim.c: the C half of ksyms.ko, the only file that includes kernel
+ * headers. It implements the kpi_* services of ksyms_kpi.h (documented there)
+ * over kernel functions, macros and kobj methods, forwards every cdevsw call
+ * and event to Rust's ksyms_rs_* entry points, and declares what only C can:
+ * the cdevsw, the module, the lock, the sysctls and the SDT probes (ksyms(4)).
+ * It decides nothing; what Rust guarantees is asserted under INVARIANTS.
  */
 
 #include <sys/param.h>
@@ -41,6 +25,7 @@
 #include <sys/proc.h>
 #include <sys/resourcevar.h>
 #include <sys/rwlock.h>
+#include <sys/sdt.h>
 #include <sys/sx.h>
 #include <sys/sysctl.h>
 #include <sys/uio.h>
@@ -68,23 +53,38 @@ CTASSERT(KPI_FWRITE == FWRITE);
 CTASSERT(KPI_PROT_READ == VM_PROT_READ);
 CTASSERT(KPI_PROT_WRITE == VM_PROT_WRITE);
 CTASSERT(KPI_PROT_EXEC == VM_PROT_EXECUTE);
+CTASSERT(KPI_PAGE_SIZE == PAGE_SIZE);
+CTASSERT(KPI_OBJECT_MAX == (uint64_t)OFF_MAX - PAGE_MASK);
 CTASSERT(sizeof(vm_ooffset_t) == sizeof(uint64_t));
 CTASSERT(sizeof(Elf_Sym) == 24);
 
 static MALLOC_DEFINE(M_KSYMS, KSYMS_NAME, "ksyms(4) open file state");
 
+SDT_PROVIDER_DEFINE(ksyms);
+SDT_PROBE_DEFINE1(ksyms, , snapshot, build__start, "uint32_t");
+SDT_PROBE_DEFINE4(ksyms, , snapshot, build__done, "uint32_t", "int",
+    "uint64_t", "uint64_t");
+SDT_PROBE_DEFINE1(ksyms, , snapshot, cache__hit, "uint64_t");
+SDT_PROBE_DEFINE4(ksyms, , open, map, "uintptr_t", "uint64_t", "int",
+    "uintptr_t");
+SDT_PROBE_DEFINE1(ksyms, , open, refused, "int");
+
+/*
+ * The linker runs the lock's SYSINIT and registers the sysctls, disabled,
+ * before MOD_LOAD, enables them after it, and after MOD_UNLOAD removes them
+ * before the lock's SYSUNINIT: no sysctl handler finds the lock missing
+ * (kern_linker.c: linker_load_file, linker_file_unload).
+ */
 static struct sx ksyms_lock;
+SX_SYSINIT(ksyms_lock, &ksyms_lock, KSYMS_NAME);
+/* Set when MOD_LOAD completed: MOD_UNLOAD also follows a failed one. */
 static struct cdev *ksyms_dev;
-static struct sysctl_ctx_list ksyms_sysctl_ctx;
 static eventhandler_tag ksyms_kld_load_tag;
 static eventhandler_tag ksyms_kld_unload_try_tag;
 static eventhandler_tag ksyms_kld_unload_tag;
 static eventhandler_tag ksyms_exit_tag;
 static eventhandler_tag ksyms_exec_tag;
-/* Whether MOD_LOAD completed: the kernel sends MOD_UNLOAD after a failed one. */
-static bool ksyms_loaded;
-
-static int ksyms_mode = 0400;
+static int ksyms_mode;
 static int ksyms_cache = 1;
 
 /* ---- Services for Rust (ksyms_kpi.h) ---- */
@@ -92,26 +92,19 @@ static int ksyms_cache = 1;
 void *
 kpi_malloc(size_t size)
 {
-
 	return (malloc(size, M_KSYMS, M_WAITOK | M_ZERO));
 }
 
 void
 kpi_free(void *p)
 {
-
 	free(p, M_KSYMS);
 }
 
 void
 kpi_lock(void)
 {
-
-	/*
-	 * Rust hands out one exclusive reference to its state per hold of
-	 * this lock; a recursive hold would give two. sx(9) catches recursion
-	 * only under INVARIANTS, so check here too.
-	 */
+	/* sx(9) catches recursion only under INVARIANTS. */
 	if (sx_xlocked(&ksyms_lock))
 		panic("ksyms: ksyms_lock taken recursively");
 	sx_xlock(&ksyms_lock);
@@ -120,67 +113,40 @@ kpi_lock(void)
 void
 kpi_unlock(void)
 {
-
 	sx_xunlock(&ksyms_lock);
 }
 
-/*
- * Returns 0 when cb returned 0 for every linker file, else cb's first
- * non-zero return value (an errno or any other value Rust chose).
- */
 int
 kpi_linker_foreach(kpi_linker_cb *cb, void *ctx)
 {
-
-	/* Lock order: kld_sx comes before ksyms_lock. */
-	KASSERT(!sx_xlocked(&ksyms_lock),
-	    ("ksyms: linker walk with ksyms_lock held"));
+	/* Lock order: kld_sx before ksyms_lock. */
+	sx_assert(&ksyms_lock, SA_UNLOCKED);
 	/* kpi_linker_cb and linker_predicate_t are the same function type. */
 	return (linker_file_foreach(cb, ctx));
 }
 
-int
-kpi_lf_id(struct linker_file *lf)
+void
+kpi_linker_file(struct linker_file *lf, struct kpi_linker_file *f)
 {
+	const Elf_Sym *symtab;
+	caddr_t strtab;
 
-	return (lf->id);
+	symtab = NULL;
+	strtab = NULL;
+	f->nsyms = LINKER_SYMTAB_GET(lf, &symtab);
+	f->strsz = LINKER_STRTAB_GET(lf, &strtab);
+	f->symtab = symtab;
+	f->strtab = strtab;
+	f->id = lf->id;
 }
 
-long
-kpi_symtab_get(struct linker_file *lf, const void **symtab)
-{
-	const Elf_Sym *st;
-	long n;
-
-	st = NULL;
-	n = LINKER_SYMTAB_GET(lf, &st);
-	*symtab = st;
-	return (n);
-}
-
-long
-kpi_strtab_get(struct linker_file *lf, const char **strtab)
-{
-	caddr_t s;
-	long n;
-
-	s = NULL;
-	n = LINKER_STRTAB_GET(lf, &s);
-	*strtab = s;
-	return (n);
-}
-
-/*
- * Returns 0 and the symbol's address in *value, or the linker's errno
- * (ENOENT: the symbol is not in lf's table).
- */
 int
 kpi_symbol_value(struct linker_file *lf, const void *sym, uint64_t *value)
 {
 	linker_symval_t sv;
 	int error;
 
-	error = LINKER_SYMBOL_VALUES(lf, sym, &sv);
+	error = LINKER_DEBUG_SYMBOL_VALUES(lf, sym, &sv);
 	if (error == 0)
 		*value = (uintptr_t)sv.value;
 	return (error);
@@ -189,15 +155,8 @@ kpi_symbol_value(struct linker_file *lf, const void *sym, uint64_t *value)
 struct vm_object *
 kpi_object_alloc(uint64_t size)
 {
-
-	if (size > (uint64_t)OFF_MAX - PAGE_MASK)
-		return (NULL);
-	/*
-	 * Swap-backed and pageable. Charged to no one's credentials: the
-	 * snapshot may be shared by every opener and outlive the first one
-	 * in the cache, and a charge would pin that opener's ucred (and
-	 * jail) until the next module change.
-	 */
+	KASSERT(size <= KPI_OBJECT_MAX, ("ksyms: object of %ju bytes",
+	    (uintmax_t)size));
 	return (vm_pager_allocate(OBJT_SWAP, NULL, round_page(size),
 	    VM_PROT_DEFAULT, 0, NULL));
 }
@@ -205,21 +164,15 @@ kpi_object_alloc(uint64_t size)
 void
 kpi_object_ref(struct vm_object *obj)
 {
-
 	vm_object_reference(obj);
 }
 
 void
 kpi_object_release(struct vm_object *obj)
 {
-
 	vm_object_deallocate(obj);
 }
 
-/*
- * Returns 0 when all len bytes were copied; EINVAL when [off, off + len) is
- * not inside the object's obj_size bytes; else uiomove's errno.
- */
 int
 kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
     const void *buf, size_t len)
@@ -228,8 +181,9 @@ kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
 	struct uio uio;
 	int error;
 
-	if (obj_size > OFF_MAX || off > obj_size || len > obj_size - off)
-		return (EINVAL);
+	KASSERT(obj_size <= KPI_OBJECT_MAX && off <= obj_size &&
+	    len <= obj_size - off, ("ksyms: write of %zu at %ju past %ju",
+	    len, (uintmax_t)off, (uintmax_t)obj_size));
 	iov.iov_base = __DECONST(void *, buf);
 	iov.iov_len = len;
 	uio.uio_iov = &iov;
@@ -245,75 +199,47 @@ kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
 	return (error);
 }
 
-/*
- * Returns 0 (also at or past the end: nothing is copied), EINVAL for a
- * negative offset or a size that is not an off_t, else uiomove's errno
- * (EFAULT: a bad user buffer).
- */
 int
 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio)
 {
-
-	if (obj_size > OFF_MAX || uio->uio_offset < 0)
-		return (EINVAL);
+	KASSERT(obj_size <= KPI_OBJECT_MAX && uio->uio_offset >= 0,
+	    ("ksyms: read at %jd of %ju", (intmax_t)uio->uio_offset,
+	    (uintmax_t)obj_size));
 	return (uiomove_object(obj, (off_t)obj_size, uio));
-}
-
-int64_t
-kpi_uio_offset(struct uio *uio)
-{
-
-	return (uio->uio_offset);
 }
 
 struct proc *
 kpi_curproc(void)
 {
-
 	return (curproc);
 }
 
-/*
- * Maps obj read-only (maximum protection read) and shared (MAP_SHARED, so
- * children forked later inherit it) into the current process, where the VM
- * system finds room. The search starts where mmap(2) starts it for a file
- * mapping given no address (kern_mmap_req): past the largest heap the process
- * may grow, so that the snapshot lands neither just above page 0 nor inside
- * the heap's range, which is where a search from 0 would put it in a process
- * without ASLR (13.x's default). That is only a hint, never a fixed address:
- * when there is no room above it, the search runs again from the bottom, so
- * no limit value can make the mapping fail. A 32-bit process's map ends below
- * 4 GiB (sv_maxuser, FREEBSD32_MAXUSER), and vm_map_find never places anything
- * past the map's end. The mapping gets its own reference.
- * Returns 0 and the address in *uaddr, EINVAL for a size of 0 or too large,
- * else vm_mmap_object's errno (ENOMEM: no room).
- */
-int
-kpi_map_object(struct vm_object *obj, uint64_t size, uint64_t *uaddr)
+void
+kpi_vm_layout(struct kpi_vm_layout *layout)
 {
-	struct thread *td;
 	struct vmspace *vms;
-	vm_offset_t addr, hint;
-	rlim_t heap;
+
+	vms = curproc->p_vmspace;
+	layout->map_min = vm_map_min(&vms->vm_map);
+	layout->map_max = vm_map_max(&vms->vm_map);
+	layout->data_start = (uintptr_t)vms->vm_daddr;
+	layout->data_limit = lim_max(curthread, RLIMIT_DATA);
+}
+
+int
+kpi_map_object(struct vm_object *obj, uint64_t len, uint64_t hint,
+    uint64_t *uaddr)
+{
+	vm_offset_t addr;
 	int error;
 
-	if (size == 0 || size > (uint64_t)OFF_MAX - PAGE_MASK)
-		return (EINVAL);
-	td = curthread;
-	vms = td->td_proc->p_vmspace;
-	heap = lim_max(td, RLIMIT_DATA);
-	hint = 0;
-	if (heap < vm_map_max(&vms->vm_map) - (vm_offset_t)vms->vm_daddr)
-		hint = round_page((vm_offset_t)vms->vm_daddr + heap);
+	KASSERT(len != 0 && (len & PAGE_MASK) == 0 && hint != 0 &&
+	    (hint & PAGE_MASK) == 0, ("ksyms: map %#jx at %#jx",
+	    (uintmax_t)len, (uintmax_t)hint));
 	vm_object_reference(obj);
 	addr = hint;
-	error = vm_mmap_object(&vms->vm_map, &addr, round_page(size),
-	    VM_PROT_READ, VM_PROT_READ, MAP_SHARED, obj, 0, FALSE, td);
-	if (error == ENOMEM && hint != 0) {
-		addr = 0;
-		error = vm_mmap_object(&vms->vm_map, &addr, round_page(size),
-		    VM_PROT_READ, VM_PROT_READ, MAP_SHARED, obj, 0, FALSE, td);
-	}
+	error = vm_mmap_object(&curproc->p_vmspace->vm_map, &addr, len,
+	    VM_PROT_READ, VM_PROT_READ, MAP_SHARED, obj, 0, FALSE, curthread);
 	if (error != 0) {
 		vm_object_deallocate(obj);
 		return (error);
@@ -323,66 +249,69 @@ kpi_map_object(struct vm_object *obj, uint64_t size, uint64_t *uaddr)
 }
 
 void
-kpi_unmap_object(struct proc *p, uint64_t uaddr, uint64_t size,
+kpi_unmap_object(struct proc *p, uint64_t uaddr, uint64_t len,
     struct vm_object *obj)
 {
 	struct vmspace *vm;
 	vm_map_t map;
 	vm_map_entry_t entry;
-	vm_offset_t start, end;
 
-	if (size == 0 || size > (uint64_t)OFF_MAX - PAGE_MASK ||
-	    uaddr > UINT64_MAX - round_page(size))
-		return;
-	start = uaddr;
-	end = uaddr + round_page(size);
+	KASSERT(len != 0 && (len & PAGE_MASK) == 0 && uaddr + len > uaddr,
+	    ("ksyms: unmap %#jx at %#jx", (uintmax_t)len, (uintmax_t)uaddr));
 	vm = vmspace_acquire_ref(p);
 	if (vm == NULL)
 		return;
 	map = &vm->vm_map;
+	/* One hold of the map lock for the check and the removal. */
 	vm_map_lock(map);
-	/*
-	 * Only our mapping, untouched: one entry covering exactly the range,
-	 * of this object from its start. The process may have unmapped it and
-	 * mapped something else there, or split it with mprotect(2); then the
-	 * range is left alone (it goes away with the process).
-	 */
-	if (vm_map_lookup_entry(map, start, &entry) &&
-	    entry->start == start && entry->end == end &&
+	if (vm_map_lookup_entry(map, uaddr, &entry) &&
+	    entry->start == uaddr && entry->end == uaddr + len &&
 	    (entry->eflags & MAP_ENTRY_IS_SUB_MAP) == 0 &&
 	    entry->object.vm_object == obj && entry->offset == 0)
-		(void)vm_map_delete(map, start, end);
+		(void)vm_map_delete(map, uaddr, uaddr + len);
 	vm_map_unlock(map);
 	vmspace_free(vm);
 }
 
-/* Returns 0, or devfs's errno (ENOENT: not called from a cdevsw method). */
 int
 kpi_set_cdevpriv(void *priv)
 {
-
 	return (devfs_set_cdevpriv(priv, ksyms_rs_cdevpriv_dtor));
 }
 
-/* Returns 0 and the open file's private data, or devfs's errno (EBADF). */
 int
 kpi_get_cdevpriv(void **priv)
 {
-
 	return (devfs_get_cdevpriv(priv));
 }
 
-int
-kpi_cache_enabled(void)
+void
+kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 {
-
-	return (atomic_load_int(&ksyms_cache) != 0);
+	switch (probe) {
+	case KPI_PROBE_BUILD_START:
+		SDT_PROBE1(ksyms, , snapshot, build__start, a0);
+		break;
+	case KPI_PROBE_BUILD_DONE:
+		SDT_PROBE4(ksyms, , snapshot, build__done, a0, a1, a2, a3);
+		break;
+	case KPI_PROBE_CACHE_HIT:
+		SDT_PROBE1(ksyms, , snapshot, cache__hit, a0);
+		break;
+	case KPI_PROBE_MAP:
+		SDT_PROBE4(ksyms, , open, map, a0, a1, a2, a3);
+		break;
+	case KPI_PROBE_OPEN_REFUSED:
+		SDT_PROBE1(ksyms, , open, refused, a0);
+		break;
+	default:
+		KASSERT(false, ("ksyms: probe %d", probe));
+	}
 }
 
 void
 kpi_panic(const char *msg, size_t len)
 {
-
 	panic("%.*s", (int)MIN(len, (size_t)INT_MAX), msg);
 }
 
@@ -402,55 +331,32 @@ static struct cdevsw ksyms_cdevsw = {
 	.d_name =	KSYMS_NAME,
 };
 
-/*
- * open(2): 0, or Rust's errno (EPERM: write access asked; EBUSY: this
- * process already has the device open; ENXIO: the module set kept changing
- * or the module is going away; ENOMEM).
- */
 static int
 ksyms_open(struct cdev *dev __unused, int oflags, int devtype __unused,
     struct thread *td __unused)
 {
-
-	return (ksyms_rs_open(oflags));
+	return (ksyms_rs_open(oflags, atomic_load_int(&ksyms_cache) != 0));
 }
 
-/* read(2): 0 (also at EOF), or Rust's errno (EINVAL, EFAULT, EBADF). */
 static int
 ksyms_read(struct cdev *dev __unused, struct uio *uio, int ioflag __unused)
 {
-
-	return (ksyms_rs_read(uio));
+	return (ksyms_rs_read(uio, uio->uio_offset));
 }
 
-/*
- * ioctl(2): 0 for KIOCGSIZE/KIOCGADDR, FIONBIO and FIOASYNC, or Rust's errno
- * (ENOTTY, EOVERFLOW, ...).
- */
 static int
 ksyms_ioctl(struct cdev *dev __unused, u_long cmd, caddr_t data,
     int fflag __unused, struct thread *td __unused)
 {
-
 	return (ksyms_rs_ioctl(cmd, data, IOCPARM_LEN(cmd)));
 }
 
-/*
- * mmap(2): 0 and a referenced object in *objp, or Rust's errno (EINVAL: a
- * protection other than read, or a range outside the snapshot).
- */
 static int
 ksyms_mmap_single(struct cdev *dev __unused, vm_ooffset_t *offset,
     vm_size_t size, struct vm_object **objp, int nprot)
 {
-	uint64_t off;
-	int error;
-
-	off = (uint64_t)*offset;
-	error = ksyms_rs_mmap_single(&off, size, objp, nprot);
-	if (error == 0)
-		*offset = (vm_ooffset_t)off;
-	return (error);
+	/* vm_ooffset_t is int64_t: uint64_t may alias it. */
+	return (ksyms_rs_mmap_single((uint64_t *)offset, size, objp, nprot));
 }
 
 /* ---- Events ---- */
@@ -458,7 +364,6 @@ ksyms_mmap_single(struct cdev *dev __unused, vm_ooffset_t *offset,
 static void
 ksyms_kld_load(void *arg __unused, linker_file_t lf __unused)
 {
-
 	ksyms_rs_kld_changed();
 }
 
@@ -466,7 +371,6 @@ static void
 ksyms_kld_unload_try(void *arg __unused, linker_file_t lf __unused,
     int *error __unused)
 {
-
 	ksyms_rs_kld_changed();
 }
 
@@ -474,14 +378,12 @@ static void
 ksyms_kld_unload(void *arg __unused, const char *name __unused,
     caddr_t address __unused, size_t size __unused)
 {
-
 	ksyms_rs_kld_changed();
 }
 
 static void
 ksyms_process_exit(void *arg __unused, struct proc *p)
 {
-
 	ksyms_rs_proc_exit(p);
 }
 
@@ -489,13 +391,11 @@ static void
 ksyms_process_exec(void *arg __unused, struct proc *p,
     struct image_params *imgp __unused)
 {
-
 	ksyms_rs_proc_exec(p);
 }
 
 /* ---- Sysctls ---- */
 
-/* debug.ksyms.cached_bytes: 0, or sysctl_handle_64's errno. */
 static int
 ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS)
 {
@@ -505,97 +405,37 @@ ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS)
 	return (sysctl_handle_64(oidp, &bytes, 0, req));
 }
 
-/*
- * The debug.ksyms tree, added at load and removed at unload, so that no
- * handler runs before the lock exists or after it is gone. Returns 0 or
- * ENOMEM.
- */
-static int
-ksyms_sysctl_init(void)
-{
-	struct sysctl_oid *node;
-
-	sysctl_ctx_init(&ksyms_sysctl_ctx);
-	node = SYSCTL_ADD_NODE(&ksyms_sysctl_ctx, SYSCTL_STATIC_CHILDREN(_debug),
-	    OID_AUTO, KSYMS_NAME, CTLFLAG_RD | CTLFLAG_MPSAFE, NULL,
-	    "ksyms(4): the kernel symbol table device");
-	if (node == NULL ||
-	    SYSCTL_ADD_INT(&ksyms_sysctl_ctx, SYSCTL_CHILDREN(node), OID_AUTO,
-	    "mode", CTLFLAG_RD | CTLFLAG_MPSAFE, &ksyms_mode, 0,
-	    "Permissions of /dev/ksyms (loader tunable: 0400, 0440 or 0444)") ==
-	    NULL ||
-	    SYSCTL_ADD_INT(&ksyms_sysctl_ctx, SYSCTL_CHILDREN(node), OID_AUTO,
-	    "cache", CTLFLAG_RWTUN | CTLFLAG_MPSAFE, &ksyms_cache, 0,
-	    "Share the snapshot between opens while the module set is unchanged")
-	    == NULL ||
-	    SYSCTL_ADD_PROC(&ksyms_sysctl_ctx, SYSCTL_CHILDREN(node), OID_AUTO,
-	    "cached_bytes", CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 0,
-	    ksyms_sysctl_cached_bytes, "QU",
-	    "Size of the cached snapshot (bytes)") == NULL) {
-		sysctl_ctx_free(&ksyms_sysctl_ctx);
-		return (ENOMEM);
-	}
-	return (0);
-}
+static SYSCTL_NODE(_debug, OID_AUTO, ksyms, CTLFLAG_RD | CTLFLAG_MPSAFE, 0,
+    "ksyms(4): the kernel symbol table device");
+SYSCTL_INT(_debug_ksyms, OID_AUTO, mode, CTLFLAG_RD | CTLFLAG_MPSAFE,
+    &ksyms_mode, 0, "Permissions of /dev/ksyms (loader tunable)");
+SYSCTL_INT(_debug_ksyms, OID_AUTO, cache, CTLFLAG_RWTUN | CTLFLAG_MPSAFE,
+    &ksyms_cache, 0,
+    "Share the snapshot between opens while the module set stays");
+SYSCTL_PROC(_debug_ksyms, OID_AUTO, cached_bytes,
+    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 0,
+    ksyms_sysctl_cached_bytes, "QU", "Size of the cached snapshot (bytes)");
 
 /* ---- The module ---- */
 
-/* The permissions of /dev/ksyms: the debug.ksyms.mode tunable, if allowed. */
+/* The permissions of /dev/ksyms, from the debug.ksyms.mode tunable. */
 static int
 ksyms_device_mode(void)
 {
-	int mode;
+	int found, mode, value;
 
-	mode = 0400;
-	if (TUNABLE_INT_FETCH("debug.ksyms.mode", &mode) != 0 &&
-	    mode != 0400 && mode != 0440 && mode != 0444) {
-		printf("ksyms: debug.ksyms.mode %#o is not 0400, 0440 or 0444; "
-		    "using 0400\n", (u_int)mode);
-		mode = 0400;
-	}
+	value = 0;
+	found = TUNABLE_INT_FETCH("debug.ksyms.mode", &value);
+	if (ksyms_rs_device_mode(found, value, &mode) != 0)
+		printf("ksyms: debug.ksyms.mode %#o refused (see ksyms(4)); "
+		    "using %#o\n", (u_int)value, (u_int)mode);
 	return (mode);
 }
 
+/* eventhandler_register(9) sleeps for memory and never fails. */
 static void
-ksyms_handlers_deregister(void)
+ksyms_handlers_register(void)
 {
-
-	if (ksyms_exec_tag != NULL)
-		EVENTHANDLER_DEREGISTER(process_exec, ksyms_exec_tag);
-	if (ksyms_exit_tag != NULL)
-		EVENTHANDLER_DEREGISTER(process_exit, ksyms_exit_tag);
-	if (ksyms_kld_unload_tag != NULL)
-		EVENTHANDLER_DEREGISTER(kld_unload, ksyms_kld_unload_tag);
-	if (ksyms_kld_unload_try_tag != NULL)
-		EVENTHANDLER_DEREGISTER(kld_unload_try,
-		    ksyms_kld_unload_try_tag);
-	if (ksyms_kld_load_tag != NULL)
-		EVENTHANDLER_DEREGISTER(kld_load, ksyms_kld_load_tag);
-	ksyms_exec_tag = ksyms_exit_tag = NULL;
-	ksyms_kld_unload_tag = ksyms_kld_unload_try_tag = NULL;
-	ksyms_kld_load_tag = NULL;
-}
-
-/*
- * MOD_LOAD: the lock, Rust's state, the sysctls, the event handlers, then the
- * device, which makes the module reachable. Returns 0, or the first errno
- * (Rust's, ENOMEM, make_dev_s's) after undoing every step already done.
- */
-static int
-ksyms_load(void)
-{
-	struct make_dev_args args;
-	int error;
-
-	ksyms_mode = ksyms_device_mode();
-	sx_init(&ksyms_lock, KSYMS_NAME);
-	error = ksyms_rs_load();
-	if (error != 0)
-		goto fail_lock;
-	error = ksyms_sysctl_init();
-	if (error != 0)
-		goto fail_rust;
-
 	ksyms_kld_load_tag = EVENTHANDLER_REGISTER(kld_load, ksyms_kld_load,
 	    NULL, EVENTHANDLER_PRI_ANY);
 	ksyms_kld_unload_try_tag = EVENTHANDLER_REGISTER(kld_unload_try,
@@ -606,13 +446,34 @@ ksyms_load(void)
 	    ksyms_process_exit, NULL, EVENTHANDLER_PRI_ANY);
 	ksyms_exec_tag = EVENTHANDLER_REGISTER(process_exec,
 	    ksyms_process_exec, NULL, EVENTHANDLER_PRI_ANY);
-	if (ksyms_kld_load_tag == NULL || ksyms_kld_unload_try_tag == NULL ||
-	    ksyms_kld_unload_tag == NULL || ksyms_exit_tag == NULL ||
-	    ksyms_exec_tag == NULL) {
-		error = ENOMEM;
-		goto fail_handlers;
-	}
+}
 
+/* Waits for handlers running on other CPUs. */
+static void
+ksyms_handlers_deregister(void)
+{
+	EVENTHANDLER_DEREGISTER(process_exec, ksyms_exec_tag);
+	EVENTHANDLER_DEREGISTER(process_exit, ksyms_exit_tag);
+	EVENTHANDLER_DEREGISTER(kld_unload, ksyms_kld_unload_tag);
+	EVENTHANDLER_DEREGISTER(kld_unload_try, ksyms_kld_unload_try_tag);
+	EVENTHANDLER_DEREGISTER(kld_load, ksyms_kld_load_tag);
+}
+
+/*
+ * MOD_LOAD: Rust's state, the event handlers, then the device, which makes
+ * the module reachable. 0, or the first errno after undoing what was done.
+ */
+static int
+ksyms_load(void)
+{
+	struct make_dev_args args;
+	int error;
+
+	ksyms_mode = ksyms_device_mode();
+	error = ksyms_rs_load();
+	if (error != 0)
+		return (error);
+	ksyms_handlers_register();
 	make_dev_args_init(&args);
 	args.mda_flags = MAKEDEV_WAITOK | MAKEDEV_CHECKNAME;
 	args.mda_devsw = &ksyms_cdevsw;
@@ -620,34 +481,26 @@ ksyms_load(void)
 	args.mda_gid = GID_WHEEL;
 	args.mda_mode = ksyms_mode;
 	error = make_dev_s(&args, &ksyms_dev, KSYMS_NAME);
-	if (error != 0)
-		goto fail_handlers;
-	ksyms_loaded = true;
+	if (error != 0) {
+		ksyms_handlers_deregister();
+		/* Nothing can have opened the device: it never existed. */
+		(void)ksyms_rs_unload();
+		return (error);
+	}
 	return (0);
-
-fail_handlers:
-	ksyms_handlers_deregister();
-	sysctl_ctx_free(&ksyms_sysctl_ctx);
-fail_rust:
-	/* Nothing can have opened the device: it never existed. */
-	(void)ksyms_rs_unload();
-fail_lock:
-	sx_destroy(&ksyms_lock);
-	return (error);
 }
 
 /*
- * MOD_UNLOAD: refused with EBUSY while the device is open (Rust decides);
- * otherwise everything MOD_LOAD made is undone and 0 is returned. Mappings
- * made with mmap(2) keep their own references to VM objects that need no
- * code of this module, so they may outlive it.
+ * MOD_UNLOAD: EBUSY while the device is open (Rust decides); otherwise
+ * everything MOD_LOAD made is undone. Mappings made with mmap(2) keep their
+ * own references to VM objects that need no code of this module.
  */
 static int
 ksyms_unload(void)
 {
 	int error;
 
-	if (!ksyms_loaded)
+	if (ksyms_dev == NULL)
 		return (0);
 	error = ksyms_rs_unload();
 	if (error != 0)
@@ -655,19 +508,13 @@ ksyms_unload(void)
 	/* No open can succeed any more; wait for threads still in a method. */
 	destroy_dev(ksyms_dev);
 	ksyms_dev = NULL;
-	/* Waits for handlers running on other CPUs. */
 	ksyms_handlers_deregister();
-	sysctl_ctx_free(&ksyms_sysctl_ctx);
-	sx_destroy(&ksyms_lock);
-	ksyms_loaded = false;
 	return (0);
 }
 
-/* Returns 0, or ksyms_load's or ksyms_unload's errno; EOPNOTSUPP otherwise. */
 static int
 ksyms_modevent(module_t mod __unused, int type, void *data __unused)
 {
-
 	switch (type) {
 	case MOD_LOAD:
 		return (ksyms_load());

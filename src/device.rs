@@ -85,6 +85,7 @@
 //! - mmap: read-only, exact bounds: [`mmap_single`]
 //! - close: mapping removed from the opener only, references dropped: [`cdevpriv_dtor`]
 //! - unload refused while open: [`unload`]
+//! - the device's permissions (the debug.ksyms.mode tunable): [`device_mode`]
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
@@ -93,7 +94,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::elf::{self, Elf64Sym};
 use crate::error::{Error, Result};
 use crate::kpi::{self, Guard, KBox, Locked, LockedBy, Proc, Uio, VmObject};
-use crate::snapshot::{Census, Sink, Writer};
+use crate::probe;
+use crate::snapshot::{Census, Sink, SnapshotLayout, Writer};
 
 /// Open flags and protections as the kernel passes them.
 pub const FWRITE: i32 = kpi::sys::KPI_FWRITE;
@@ -309,8 +311,24 @@ pub fn unload() -> Result<()> {
     Ok(())
 }
 
-/// d_open.
-pub fn open(fflags: i32) -> Result<()> {
+/// The permissions /dev/ksyms may have (the debug.ksyms.mode tunable): root only
+/// (the default: a symbol table of the running kernel is an address map of it),
+/// also group wheel, everyone.
+pub const DEVICE_MODES: [i32; 3] = [0o400, 0o440, 0o444];
+pub const DEFAULT_DEVICE_MODE: i32 = 0o400;
+
+/// The device's permissions from the tunable's value, if it is set: `Ok` with the
+/// mode, or `Err` with the default when the value is not one of [`DEVICE_MODES`].
+pub fn device_mode(tunable: Option<i32>) -> core::result::Result<i32, i32> {
+    match tunable {
+        None => Ok(DEFAULT_DEVICE_MODE),
+        Some(m) if DEVICE_MODES.contains(&m) => Ok(m),
+        Some(_) => Err(DEFAULT_DEVICE_MODE),
+    }
+}
+
+/// d_open; `use_cache`: whether the snapshot cache is on (debug.ksyms.cache).
+pub fn open(fflags: i32, use_cache: bool) -> Result<()> {
     if fflags & FWRITE != 0 {
         return Err(Error::ReadOnly);
     }
@@ -326,7 +344,7 @@ pub fn open(fflags: i32) -> Result<()> {
         st.opening = st.opening.checked_add(1).ok_or(Error::Busy)?;
     }
 
-    let prepared = prepare(me);
+    let prepared = prepare(me, use_cache);
 
     let mut st = STATE.lock();
     st.opening = st.opening.saturating_sub(1);
@@ -382,8 +400,8 @@ unsafe fn retire(ptr: NonNull<OpenFile>) {
 
 /// The per-open state of an open in progress: snapshot, then mapping. Nothing is
 /// published yet; on error everything made here is undone by drops.
-fn prepare(me: Proc) -> Result<KBox<OpenFile>> {
-    let snapshot = snapshot()?;
+fn prepare(me: Proc, use_cache: bool) -> Result<KBox<OpenFile>> {
+    let snapshot = snapshot(use_cache)?;
     let mut entry = KBox::try_new(OpenFile {
         snapshot,
         mapping: None,
@@ -402,17 +420,19 @@ fn prepare(me: Proc) -> Result<KBox<OpenFile>> {
 
 /// A snapshot for a new open: the cached one if the linker file set has not changed
 /// since it was built, else a new one (cached if the set did not change meanwhile).
-fn snapshot() -> Result<Snapshot> {
-    let use_cache = kpi::cache_enabled();
+fn snapshot(use_cache: bool) -> Result<Snapshot> {
     let (generation, dropped) = {
         let mut st = STATE.lock();
         let generation = st.generation;
         match &st.cache {
             Some(c) if use_cache && c.generation == generation => {
-                return Ok(Snapshot {
+                let hit = Snapshot {
                     object: c.snapshot.object.reference(),
                     size: c.snapshot.size,
-                });
+                };
+                drop(st);
+                probe::cache_hit(hit.size);
+                return Ok(hit);
             }
             _ => (generation, st.cache.take()),
         }
@@ -447,10 +467,19 @@ fn snapshot() -> Result<Snapshot> {
 /// Builds a snapshot, retrying while the linker file set changes under the walks.
 fn build() -> Result<Snapshot> {
     let mut scratch = KBox::<[Elf64Sym; SCRATCH_SYMBOLS]>::try_zeroed()?;
-    for _ in 0..ATTEMPTS {
-        match build_once(&mut scratch[..]) {
+    for attempt in (1u32..).take(ATTEMPTS) {
+        probe::build_start(attempt);
+        let built = build_once(&mut scratch[..]);
+        probe::build_done(
+            attempt,
+            built
+                .as_ref()
+                .map(|(s, layout)| (s.size, layout.symbols()))
+                .map_err(|e| *e),
+        );
+        match built {
             Err(Error::Changed) => continue,
-            other => return other,
+            other => return other.map(|(snapshot, _)| snapshot),
         }
     }
     Err(Error::Changed)
@@ -468,8 +497,8 @@ impl Sink for ObjectSink<'_> {
     }
 }
 
-/// One attempt: census walk, object, writing walk.
-fn build_once(scratch: &mut [Elf64Sym]) -> Result<Snapshot> {
+/// One attempt: census walk, object, writing walk. The snapshot and its layout.
+fn build_once(scratch: &mut [Elf64Sym]) -> Result<(Snapshot, SnapshotLayout)> {
     let mut census = Census::default();
     kpi::foreach_linker_file(|file| census.add(file))?;
     let layout = census.layout()?;
@@ -482,10 +511,8 @@ fn build_once(scratch: &mut [Elf64Sym]) -> Result<Snapshot> {
     let mut writer = Writer::new(layout, elf::NATIVE, &mut sink, scratch)?;
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
-    Ok(Snapshot {
-        object,
-        size: layout.size(),
-    })
+    let size = layout.size();
+    Ok((Snapshot { object, size }, layout))
 }
 
 /// Runs `f` on the per-open state of the current call's open file.

@@ -9,6 +9,7 @@ use core::ptr::NonNull;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::kpi::{sys, Proc, Uio};
+use crate::probe;
 
 fn status(result: Result<()>) -> c_int {
     match result {
@@ -31,18 +32,22 @@ pub extern "C" fn ksyms_rs_unload() -> c_int {
 
 /// d_open.
 #[no_mangle]
-pub extern "C" fn ksyms_rs_open(fflags: c_int) -> c_int {
-    status(device::open(fflags))
+pub extern "C" fn ksyms_rs_open(fflags: c_int, cache: c_int) -> c_int {
+    let result = device::open(fflags, cache != 0);
+    if let Err(e) = result {
+        probe::open_refused(e);
+    }
+    status(result)
 }
 
 /// d_read.
 ///
 /// # Safety
-/// `uio` is the uio of the current d_read call.
+/// `uio` is the uio of the current d_read call, and `offset` its `uio_offset`.
 #[no_mangle]
-pub unsafe extern "C" fn ksyms_rs_read(uio: *mut sys::uio) -> c_int {
-    // SAFETY: the caller passes the live uio of this read (contract).
-    match unsafe { Uio::from_raw(uio) } {
+pub unsafe extern "C" fn ksyms_rs_read(uio: *mut sys::uio, offset: i64) -> c_int {
+    // SAFETY: the caller passes the live uio of this read and its offset (contract).
+    match unsafe { Uio::from_raw(uio, offset) } {
         Some(uio) => status(device::read(&uio)),
         None => Error::Invalid.errno(),
     }
@@ -129,6 +134,30 @@ pub extern "C" fn ksyms_rs_proc_exec(p: *mut sys::proc_) {
     if let Some(p) = Proc::from_raw(p) {
         device::proc_exec(p);
     }
+}
+
+/// The permissions of /dev/ksyms from the debug.ksyms.mode tunable (`value`, if
+/// `found` is non-zero): 0 and the mode in `*mode`, or EINVAL with the default in
+/// `*mode` when the value is refused.
+///
+/// # Safety
+/// `mode` is valid for a write of a `c_int`.
+#[no_mangle]
+pub unsafe extern "C" fn ksyms_rs_device_mode(
+    found: c_int,
+    value: c_int,
+    mode: *mut c_int,
+) -> c_int {
+    let (m, result) = match device::device_mode((found != 0).then_some(value)) {
+        Ok(m) => (m, Ok(())),
+        Err(m) => (m, Err(Error::Invalid)),
+    };
+    if mode.is_null() {
+        return Error::Invalid.errno();
+    }
+    // SAFETY: non-null and valid for a write (contract).
+    unsafe { mode.write(m) };
+    status(result)
 }
 
 /// The sysctl debug.ksyms.cached_bytes.

@@ -1,7 +1,8 @@
 //! Safe wrappers over the kernel services the shim exports (`kmod/ksyms_kpi.h`).
 //!
-//! Each wrapper states the contract it relies on; nothing here decides anything:
-//! the decisions are in `device.rs`.
+//! Each wrapper states the contract it relies on and checks what the shim only
+//! asserts; nothing here decides anything: the decisions are in `device.rs` and
+//! `placement.rs`.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -11,6 +12,8 @@ use core::ptr::NonNull;
 
 use crate::elf::{Elf64Sym, Pod};
 use crate::error::{Error, Result};
+use crate::placement::{self, VmLayout};
+use crate::probe;
 use crate::snapshot::LinkerFile;
 
 /// The declarations bindgen generated from `kmod/ksyms_kpi.h` (`make bindings`).
@@ -172,6 +175,13 @@ impl<T> Drop for Guard<'_, T> {
     }
 }
 
+/// The largest VM object: `OFF_MAX` less a page, so that its size rounds up to
+/// pages within an `off_t`.
+pub const OBJECT_MAX: u64 = {
+    assert!(sys::KPI_OBJECT_MAX > 0);
+    sys::KPI_OBJECT_MAX as u64
+};
+
 /// One reference to a VM object; released on drop.
 #[derive(Debug)]
 pub struct VmObject(NonNull<sys::vm_object>);
@@ -186,9 +196,14 @@ unsafe impl Send for VmObject {}
 unsafe impl Sync for VmObject {}
 
 impl VmObject {
-    /// A pageable anonymous object of `size` bytes (rounded up to pages).
+    /// A pageable anonymous object of `size` bytes (rounded up to pages);
+    /// [`Error::TooLarge`] past [`OBJECT_MAX`].
     pub fn alloc(size: u64) -> Result<Self> {
-        // SAFETY: no preconditions; returns NULL or an object with one reference.
+        if size > OBJECT_MAX {
+            return Err(Error::TooLarge);
+        }
+        // SAFETY: size is within KPI_OBJECT_MAX (checked); returns NULL or an object
+        // with one reference.
         let obj = unsafe { sys::kpi_object_alloc(size) };
         NonNull::new(obj).map(VmObject).ok_or(Error::NoMemory)
     }
@@ -212,9 +227,15 @@ impl VmObject {
     }
 
     /// Copies `bytes` into the object at `offset`; `size` bounds the object.
+    /// [`Error::Invalid`] unless `offset + bytes.len() <= size <= OBJECT_MAX`.
     pub fn write(&self, size: u64, offset: u64, bytes: &[u8]) -> Result<()> {
+        let len = u64::try_from(bytes.len()).map_err(|_| Error::Invalid)?;
+        if size > OBJECT_MAX || offset > size || len > size - offset {
+            return Err(Error::Invalid);
+        }
         // SAFETY: the object is alive (we hold a reference); bytes is a valid kernel
-        // buffer of bytes.len() bytes for the duration of the call.
+        // buffer of bytes.len() bytes for the duration of the call; the range is
+        // inside size, within KPI_OBJECT_MAX (checked).
         Error::check(unsafe {
             sys::kpi_object_write(
                 self.0.as_ptr(),
@@ -226,10 +247,15 @@ impl VmObject {
         })
     }
 
-    /// Copies from the object to the caller's buffers described by `uio`.
+    /// Copies from the object to the caller's buffers described by `uio`;
+    /// [`Error::Invalid`] for a negative offset or a `size` past [`OBJECT_MAX`].
     pub fn read(&self, size: u64, uio: &Uio) -> Result<()> {
-        // SAFETY: the object is alive; uio is the live uio of the current read call.
-        Error::check(unsafe { sys::kpi_object_read(self.0.as_ptr(), size, uio.0.as_ptr()) })
+        if size > OBJECT_MAX || uio.offset() < 0 {
+            return Err(Error::Invalid);
+        }
+        // SAFETY: the object is alive; uio is the live uio of the current read call;
+        // its offset is not negative and size within KPI_OBJECT_MAX (checked).
+        Error::check(unsafe { sys::kpi_object_read(self.0.as_ptr(), size, uio.uio.as_ptr()) })
     }
 }
 
@@ -241,18 +267,22 @@ impl Drop for VmObject {
 }
 
 /// The `struct uio` of a read call.
-pub struct Uio(NonNull<sys::uio>);
+pub struct Uio {
+    uio: NonNull<sys::uio>,
+    offset: i64,
+}
 
 impl Uio {
     /// # Safety
-    /// `uio` is the live uio the kernel passed to the current `d_read` call.
-    pub unsafe fn from_raw(uio: *mut sys::uio) -> Option<Self> {
-        NonNull::new(uio).map(Uio)
+    /// `uio` is the live uio the kernel passed to the current `d_read` call, and
+    /// `offset` its `uio_offset`.
+    pub unsafe fn from_raw(uio: *mut sys::uio, offset: i64) -> Option<Self> {
+        NonNull::new(uio).map(|uio| Uio { uio, offset })
     }
 
+    /// Where the read starts.
     pub fn offset(&self) -> i64 {
-        // SAFETY: the uio is live for the current call (from_raw's contract).
-        unsafe { sys::kpi_uio_offset(self.0.as_ptr()) }
+        self.offset
     }
 }
 
@@ -276,12 +306,19 @@ impl Proc {
         NonNull::new(p).map(Proc)
     }
 
-    /// Maps `size` bytes of `object` read-only into the calling process.
+    /// Maps `size` bytes of `object` read-only into the calling process, where
+    /// [`placement::place`] finds room.
     pub fn map_current(object: &VmObject, size: u64) -> Result<u64> {
-        let mut addr = 0u64;
-        // SAFETY: the object is alive; addr is a valid place for the result.
-        Error::check(unsafe { sys::kpi_map_object(object.as_ptr(), size, &mut addr) })?;
-        Ok(addr)
+        placement::place(&vm_layout(), size, |hint, len| {
+            let mut addr = 0u64;
+            // SAFETY: the object is alive; len and hint are non-zero multiples of
+            // the page size (placement's contract); addr is a valid out pointer.
+            let result =
+                Error::check(unsafe { sys::kpi_map_object(object.as_ptr(), len, hint, &mut addr) })
+                    .map(|()| addr);
+            probe::map(hint, len, result);
+            result
+        })
     }
 
     /// Removes our mapping of `object` at `addr` from this process, if it is still
@@ -292,9 +329,37 @@ impl Proc {
     /// caller holds ksyms_lock and has not seen its exit or exec event (those events
     /// wait for the lock, and make the device forget the process as an opener).
     pub unsafe fn unmap(self, addr: u64, size: u64, object: &VmObject) {
+        // The length the mapping was made with; a range that cannot have been
+        // mapped is not ours to remove.
+        let Some(len) = placement::map_len(size)
+            .ok()
+            .filter(|&len| addr.checked_add(len).is_some())
+        else {
+            return;
+        };
         // SAFETY: the process is alive (contract); the object is alive (we hold a
-        // reference).
-        unsafe { sys::kpi_unmap_object(self.0.as_ptr(), addr, size, object.as_ptr()) };
+        // reference); len is a non-zero multiple of the page size and addr + len
+        // does not wrap (checked).
+        unsafe { sys::kpi_unmap_object(self.0.as_ptr(), addr, len, object.as_ptr()) };
+    }
+}
+
+/// The facts about the current process's address space that placement needs.
+pub fn vm_layout() -> VmLayout {
+    let mut l = sys::kpi_vm_layout {
+        map_min: 0,
+        map_max: 0,
+        data_start: 0,
+        data_limit: 0,
+    };
+    // SAFETY: called in a process context (a cdevsw method); l is a valid out
+    // pointer.
+    unsafe { sys::kpi_vm_layout(&mut l) };
+    VmLayout {
+        map_min: l.map_min,
+        map_max: l.map_max,
+        data_start: l.data_start,
+        data_limit: l.data_limit,
     }
 }
 
@@ -318,12 +383,6 @@ pub fn get_cdevpriv() -> Result<NonNull<c_void>> {
     NonNull::new(p).ok_or(Error::Invalid)
 }
 
-/// Whether the shared snapshot cache is switched on.
-pub fn cache_enabled() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { sys::kpi_cache_enabled() != 0 }
-}
-
 /// A linker file, valid during one callback of [`foreach_linker_file`].
 pub struct KernelFile<'w> {
     lf: NonNull<sys::linker_file>,
@@ -337,29 +396,28 @@ impl<'w> KernelFile<'w> {
     /// `lf` is the linker file passed to the current foreach callback (the kernel
     /// linker's lock is held, so its tables stay put until the callback returns).
     unsafe fn new(lf: NonNull<sys::linker_file>) -> Result<Self> {
-        let mut symtab: *const c_void = core::ptr::null();
-        let mut strtab: *const core::ffi::c_char = core::ptr::null();
-        // SAFETY: lf is live (contract); the out pointers are valid.
-        let (nsyms, strsz, id) = unsafe {
-            (
-                sys::kpi_symtab_get(lf.as_ptr(), &mut symtab),
-                sys::kpi_strtab_get(lf.as_ptr(), &mut strtab),
-                sys::kpi_lf_id(lf.as_ptr()),
-            )
+        let mut f = sys::kpi_linker_file {
+            symtab: core::ptr::null(),
+            strtab: core::ptr::null(),
+            nsyms: 0,
+            strsz: 0,
+            id: 0,
         };
-        let nsyms = usize::try_from(nsyms).map_err(|_| Error::BadLinkerFile)?;
-        let strsz = usize::try_from(strsz).map_err(|_| Error::BadLinkerFile)?;
+        // SAFETY: lf is live (contract); f is a valid out pointer.
+        unsafe { sys::kpi_linker_file(lf.as_ptr(), &mut f) };
+        let nsyms = usize::try_from(f.nsyms).map_err(|_| Error::BadLinkerFile)?;
+        let strsz = usize::try_from(f.strsz).map_err(|_| Error::BadLinkerFile)?;
         // SAFETY: the linker reports nsyms entries at symtab and strsz bytes at strtab,
         // alive while its lock is held (contract); table_slice checks null, alignment
         // and that the byte size fits an isize.
-        let symbols = unsafe { table_slice(symtab.cast::<Elf64Sym>(), nsyms)? };
+        let symbols = unsafe { table_slice(f.symtab.cast::<Elf64Sym>(), nsyms)? };
         // SAFETY: as above.
-        let strings = unsafe { table_slice(strtab.cast::<u8>(), strsz)? };
+        let strings = unsafe { table_slice(f.strtab.cast::<u8>(), strsz)? };
         Ok(KernelFile {
             lf,
             symbols,
             strings,
-            is_kernel: id == 1,
+            is_kernel: f.id == 1,
         })
     }
 }

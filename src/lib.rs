@@ -17,6 +17,8 @@ pub mod elf;
 pub mod error;
 pub mod ffi;
 pub mod kpi;
+pub mod placement;
+pub mod probe;
 pub mod snapshot;
 
 pub use error::{Error, Result};

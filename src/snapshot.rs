@@ -53,7 +53,7 @@ pub trait LinkerFile {
     /// The file's whole string table.
     fn strings(&self) -> Result<&[u8]>;
     /// The absolute address the kernel linker reports for `symbols()[index]`, if any
-    /// (`LINKER_SYMBOL_VALUES`). Asked only of files that are not the kernel.
+    /// (`LINKER_DEBUG_SYMBOL_VALUES`). Asked only of files that are not the kernel.
     fn symbol_value(&self, index: usize, sym: &Elf64Sym) -> Option<u64>;
 }
 

@@ -3,7 +3,7 @@
 //! tests/common/mod.rs): read from real ELF files (compiled by the tests with the
 //! system C compiler, or given on a command line), or synthesised in memory,
 //! optionally lying about their tables the way a broken linker file would; what
-//! `LINKER_SYMBOL_VALUES` resolves for them; the C compiler and the compiled inputs
+//! `LINKER_DEBUG_SYMBOL_VALUES` resolves for them; the C compiler and the compiled inputs
 //! of the simulator tests.
 //!
 //! Everything ELF here is read with the `object` crate or spelled out from the ELF
@@ -51,7 +51,7 @@ pub fn info(bind: u8, kind: u8) -> u8 {
     (bind << 4) | (kind & 0xf)
 }
 
-/// What `LINKER_SYMBOL_VALUES` reports for a file's symbols.
+/// What `LINKER_DEBUG_SYMBOL_VALUES` reports for a file's symbols.
 #[derive(Clone, Debug)]
 pub enum Values {
     /// The kernel: values are absolute already; the device must never ask.

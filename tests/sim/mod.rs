@@ -223,6 +223,147 @@ fn fatal(msg: &str) -> ! {
 }
 
 // ---------------------------------------------------------------------------
+// Address spaces: each release's vm_map_find_min
+// ---------------------------------------------------------------------------
+
+/// The FreeBSD release whose VM placement the simulator follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Release {
+    /// 13.x: `vm_map_find_min` given a hint of 0 searches from the bottom of the map.
+    R13,
+    /// 14.0 and later: a hint of 0 means the default mmap address (past the largest
+    /// heap) and sets MAP_NO_HINT.
+    #[default]
+    R14,
+}
+
+pub const RELEASES: [Release; 2] = [Release::R13, Release::R14];
+
+/// A process's map bounds and data segment, as `kpi_vm_layout` reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmLayout {
+    pub map_min: u64,
+    pub map_max: u64,
+    pub data_start: u64,
+    pub data_limit: u64,
+}
+
+/// amd64 `VM_MAXUSER_ADDRESS` (4-level paging) and a 32-bit process's map end
+/// (`FREEBSD32_MAXUSER`).
+pub const MAXUSER_64: u64 = 0x0000_7fff_ffff_f000;
+pub const MAXUSER_32: u64 = (1 << 32) - PAGE;
+/// amd64 `MAXDSIZ` (32 GiB) and `IA32_MAXDSIZ` (512 MiB), the default data limits.
+pub const MAXDSIZ_64: u64 = 32 << 30;
+pub const MAXDSIZ_32: u64 = 512 << 20;
+
+impl VmLayout {
+    /// A fresh image: `vm_map_min` one page up (security.bsd.map_at_zero=0), a data
+    /// segment where a non-PIE executable has it, the default data limit.
+    pub fn default_for(is32: bool) -> VmLayout {
+        if is32 {
+            VmLayout {
+                map_min: PAGE,
+                map_max: MAXUSER_32,
+                data_start: 0x0804_c000,
+                data_limit: MAXDSIZ_32,
+            }
+        } else {
+            VmLayout {
+                map_min: PAGE,
+                map_max: MAXUSER_64,
+                data_start: 0x0021_0000,
+                data_limit: MAXDSIZ_64,
+            }
+        }
+    }
+
+    /// vm_mmap_object's default address, `round_page(vm_daddr + lim_max(RLIMIT_DATA))`,
+    /// computed in `vm_offset_t` as the kernel does (it may lie past the map).
+    pub fn default_addr(&self) -> u64 {
+        self.data_start
+            .wrapping_add(self.data_limit)
+            .wrapping_add(PAGE - 1)
+            & !(PAGE - 1)
+    }
+}
+
+/// `vm_map_findspace`: the lowest address at or above `start` (raised to the map's
+/// minimum) with `len` free bytes below the map's end.
+fn vm_map_findspace(
+    layout: &VmLayout,
+    maps: &BTreeMap<u64, Mapping>,
+    start: u64,
+    len: u64,
+) -> Option<u64> {
+    let mut addr = start.max(layout.map_min);
+    // A mapping that starts below addr may still cover it.
+    if let Some((_, m)) = maps.range(..addr).next_back() {
+        addr = addr.max(m.addr + m.len);
+    }
+    for m in maps.range(addr..).map(|(_, m)| m) {
+        if addr.checked_add(len)? <= m.addr {
+            break;
+        }
+        addr = addr.max(m.addr + m.len);
+    }
+    (addr.checked_add(len)? <= layout.map_max).then_some(addr)
+}
+
+/// `vm_map_find_min(map, ..., &hint, len, default_addr, ...)` as `vm_mmap_object`
+/// calls it for the current process's map (no ASLR, no alignment): search up from
+/// the hint; on failure, again from the default address if that is below the hint.
+/// From 14.0 a hint of 0 is replaced by the default address (with MAP_NO_HINT);
+/// 13.x searches from the bottom for it.
+pub fn vm_map_find_min(
+    release: Release,
+    layout: &VmLayout,
+    maps: &BTreeMap<u64, Mapping>,
+    hint: u64,
+    len: u64,
+) -> Option<u64> {
+    let default = layout.default_addr();
+    let mut hint = hint;
+    if release == Release::R14 && hint == 0 {
+        hint = default;
+    }
+    loop {
+        if let Some(addr) = vm_map_findspace(layout, maps, hint, len) {
+            return Some(addr);
+        }
+        if default >= hint {
+            return None;
+        }
+        hint = default;
+    }
+}
+
+/// One firing of an SDT probe of provider ksyms, with its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    BuildStart {
+        attempt: u32,
+    },
+    BuildDone {
+        attempt: u32,
+        error: i32,
+        size: u64,
+        symbols: u64,
+    },
+    CacheHit {
+        size: u64,
+    },
+    Map {
+        hint: u64,
+        len: u64,
+        error: i32,
+        addr: u64,
+    },
+    OpenRefused {
+        error: i32,
+    },
+}
+
+// ---------------------------------------------------------------------------
 // The world
 // ---------------------------------------------------------------------------
 
@@ -260,7 +401,8 @@ struct Proc {
     /// The current address space's generation and its mappings by address.
     vm_gen: u64,
     maps: BTreeMap<u64, Mapping>,
-    next_addr: u64,
+    /// The bounds of the map and the data segment of the current image.
+    layout: VmLayout,
     /// The generation of the address space process_exit/process_exec was signalled for.
     gone_gen: Option<u64>,
 }
@@ -275,7 +417,7 @@ impl Proc {
             next_fd: 3,
             vm_gen: 0,
             maps: BTreeMap::new(),
-            next_addr: 0,
+            layout: VmLayout::default_for(is32),
             gone_gen: None,
         }
     }
@@ -337,6 +479,12 @@ struct World {
     /// The kpi services called with ksyms_lock held by the caller, in order (and
     /// "object teardown" when a VM object's last reference went under it).
     locked_calls: Vec<&'static str>,
+    release: Release,
+    /// (hint, length) of every kpi_map_object call that reached the VM, in order.
+    map_tries: Vec<(u64, u64)>,
+    /// The open file whose opening had a kpi_map_object failure injected.
+    map_fault_open: Option<u64>,
+    probes: Vec<Probe>,
 }
 
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
@@ -474,17 +622,11 @@ impl World {
         }
     }
 
-    /// A free range of `len` bytes in `pid`'s address space.
-    fn place(&mut self, pid: Pid, len: u64) -> Option<u64> {
-        let p = self.procs.get_mut(&pid)?;
-        let addr = p.next_addr;
-        let end = addr.checked_add(len)?;
-        if p.is32 && end > 1 << 32 {
-            return None;
-        }
-        // Leave a guard page between mappings.
-        p.next_addr = end + PAGE;
-        Some(addr)
+    /// `vm_mmap_object` into `pid`'s own map without MAP_FIXED: where
+    /// `vm_map_find_min` of the simulated release puts `len` bytes given `hint`.
+    fn place(&self, pid: Pid, hint: u64, len: u64) -> Option<u64> {
+        let p = self.procs.get(&pid)?;
+        vm_map_find_min(self.release, &p.layout, &p.maps, hint, len)
     }
 
     fn drop_maps(&mut self, pid: Pid) {
@@ -502,10 +644,11 @@ impl World {
         self.next_vm_gen += 1;
         if let Some(p) = self.procs.get_mut(&pid) {
             p.vm_gen = gen;
-            p.next_addr = if p.is32 {
-                0x2000_0000
-            } else {
-                0x0000_0008_0000_0000
+            // A new image has its own data segment; resource limits survive exec.
+            let data_limit = p.layout.data_limit;
+            p.layout = VmLayout {
+                data_limit,
+                ..VmLayout::default_for(p.is32)
             };
         }
     }
@@ -806,55 +949,38 @@ fn walking(lf: *mut sys::linker_file, what: &str) -> Option<Arc<Loaded>> {
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_lf_id(lf: *mut sys::linker_file) -> c_int {
+pub extern "C" fn kpi_linker_file(lf: *mut sys::linker_file, out: *mut sys::kpi_linker_file) {
     let _nu = NoUnwind::new();
-    under_lock("kpi_lf_id");
-    walking(lf, "kpi_lf_id").map_or(-1, |f| f.id)
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_symtab_get(lf: *mut sys::linker_file, symtab: *mut *const c_void) -> c_long {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_symtab_get");
-    let Some(f) = walking(lf, "kpi_symtab_get") else {
-        return 0;
+    under_lock("kpi_linker_file");
+    let Some(f) = walking(lf, "kpi_linker_file") else {
+        return;
     };
-    if symtab.is_null() {
-        report("kpi_symtab_get with a NULL out pointer".into());
-        return 0;
+    if out.is_null() {
+        report("kpi_linker_file with a NULL out pointer".into());
+        return;
     }
     let lie = &f.file.lie;
-    let mut p = f.file.syms.as_ptr().cast::<u8>();
+    let mut symtab = f.file.syms.as_ptr().cast::<u8>();
     if lie.symtab_null {
-        p = std::ptr::null();
+        symtab = std::ptr::null();
     } else if lie.symtab_misaligned {
-        p = p.wrapping_add(4);
+        symtab = symtab.wrapping_add(4);
     }
-    // SAFETY: checked non-null above; the device passes a valid out pointer.
-    unsafe { symtab.write(p.cast()) };
-    lie.symtab_count.unwrap_or(f.file.syms.len() as i64) as c_long
-}
-
-#[no_mangle]
-pub extern "C" fn kpi_strtab_get(lf: *mut sys::linker_file, strtab: *mut *const c_char) -> c_long {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_strtab_get");
-    let Some(f) = walking(lf, "kpi_strtab_get") else {
-        return 0;
-    };
-    if strtab.is_null() {
-        report("kpi_strtab_get with a NULL out pointer".into());
-        return 0;
-    }
-    let lie = &f.file.lie;
-    let p = if lie.strtab_null {
+    let strtab = if lie.strtab_null {
         std::ptr::null()
     } else {
         f.file.strs.as_ptr().cast::<c_char>()
     };
-    // SAFETY: checked non-null above.
-    unsafe { strtab.write(p) };
-    lie.strtab_len.unwrap_or(f.file.strs.len() as i64) as c_long
+    // SAFETY: checked non-null above; the device passes a valid out pointer.
+    unsafe {
+        out.write(sys::kpi_linker_file {
+            symtab: symtab.cast(),
+            strtab,
+            nsyms: lie.symtab_count.unwrap_or(f.file.syms.len() as i64) as c_long,
+            strsz: lie.strtab_len.unwrap_or(f.file.strs.len() as i64) as c_long,
+            id: f.id,
+        })
+    };
 }
 
 #[no_mangle]
@@ -1027,18 +1153,6 @@ pub extern "C" fn kpi_object_read(
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_uio_offset(uio: *mut sys::uio) -> i64 {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_uio_offset");
-    if uio.is_null() {
-        report("kpi_uio_offset with a NULL uio".into());
-        return 0;
-    }
-    // SAFETY: as in kpi_object_read.
-    unsafe { (*uio.cast::<SimUio>()).offset }
-}
-
-#[no_mangle]
 pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
     let _nu = NoUnwind::new();
     under_lock("kpi_curproc");
@@ -1052,10 +1166,51 @@ pub extern "C" fn kpi_curproc() -> *mut sys::proc_ {
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mut u64) -> c_int {
+pub extern "C" fn kpi_vm_layout(layout: *mut sys::kpi_vm_layout) {
+    let _nu = NoUnwind::new();
+    under_lock("kpi_vm_layout");
+    let Some(pid) = ctx().pid else {
+        report("kpi_vm_layout outside a process context".into());
+        return;
+    };
+    with(|w| {
+        if layout.is_null() {
+            violation(w, "kpi_vm_layout: NULL out pointer".into());
+            return;
+        }
+        if !w.live_proc(pid, "kpi_vm_layout") {
+            return;
+        }
+        let l = w.procs[&pid].layout;
+        // SAFETY: checked non-null; the caller passes a valid struct.
+        unsafe {
+            layout.write(sys::kpi_vm_layout {
+                map_min: l.map_min,
+                map_max: l.map_max,
+                data_start: l.data_start,
+                data_limit: l.data_limit,
+            })
+        };
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_map_object(
+    obj: *mut sys::vm_object,
+    len: u64,
+    hint: u64,
+    uaddr: *mut u64,
+) -> c_int {
     let _nu = NoUnwind::new();
     under_lock("kpi_map_object");
+    // An injected failure stands for a limit of the process (racct's RLIMIT_VMEM in
+    // kern_mmap_racct_check): every later try of the same open fails too.
+    let failing = ctx().fp;
     if bump(Kind::MapObject) {
+        with(|w| w.map_fault_open = failing);
+        return ENOMEM;
+    }
+    if failing.is_some() && with(|w| w.map_fault_open) == failing {
         return ENOMEM;
     }
     let Some(pid) = ctx().pid else {
@@ -1069,17 +1224,23 @@ pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mu
         if uaddr.is_null() || !w.live_proc(pid, "kpi_map_object") {
             return EINVAL;
         }
-        let Some(len) = round_page(size).filter(|&l| l > 0) else {
-            return EINVAL;
-        };
-        if len > w.objects[&id].data.len() as u64 {
+        // The shim's KASSERT: a hint of 0 means different things on 13 and 14.
+        if len == 0 || !len.is_multiple_of(PAGE) || hint == 0 || !hint.is_multiple_of(PAGE) {
             violation(
                 w,
-                format!("kpi_map_object: {size} bytes of a smaller object {id}"),
+                format!("kpi_map_object: length {len:#x} or hint {hint:#x} not a non-zero page multiple"),
             );
             return EINVAL;
         }
-        let Some(addr) = w.place(pid, len) else {
+        if len > w.objects[&id].data.len() as u64 {
+            violation(
+                w,
+                format!("kpi_map_object: {len} bytes of a smaller object {id}"),
+            );
+            return EINVAL;
+        }
+        w.map_tries.push((hint, len));
+        let Some(addr) = w.place(pid, hint, len) else {
             return ENOMEM;
         };
         let o = w.objects.get_mut(&id).unwrap();
@@ -1103,7 +1264,7 @@ pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mu
 pub extern "C" fn kpi_unmap_object(
     p: *mut sys::proc_,
     uaddr: u64,
-    size: u64,
+    len: u64,
     obj: *mut sys::vm_object,
 ) {
     let _nu = NoUnwind::new();
@@ -1131,7 +1292,14 @@ pub extern "C" fn kpi_unmap_object(
             );
             return;
         }
-        let len = round_page(size).unwrap_or(0);
+        // The shim's KASSERT.
+        if len == 0 || !len.is_multiple_of(PAGE) || uaddr.checked_add(len).is_none() {
+            violation(
+                w,
+                format!("kpi_unmap_object: length {len:#x} at {uaddr:#x}"),
+            );
+            return;
+        }
         let pr = w.procs.get_mut(&pid).unwrap();
         let exact = pr
             .maps
@@ -1189,10 +1357,45 @@ pub extern "C" fn kpi_get_cdevpriv(priv_: *mut *mut c_void) -> c_int {
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_cache_enabled() -> c_int {
+pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
     let _nu = NoUnwind::new();
-    under_lock("kpi_cache_enabled");
-    with(|w| c_int::from(w.cache_enabled))
+    under_lock("kpi_probe");
+    // DTrace reads an int argument from the low 32 bits of its 64.
+    let int = |a: u64| a as u32 as i32;
+    let fired = match probe {
+        sys::KPI_PROBE_BUILD_START => Probe::BuildStart {
+            attempt: u32::try_from(a0).unwrap_or(u32::MAX),
+        },
+        sys::KPI_PROBE_BUILD_DONE => Probe::BuildDone {
+            attempt: u32::try_from(a0).unwrap_or(u32::MAX),
+            error: int(a1),
+            size: a2,
+            symbols: a3,
+        },
+        sys::KPI_PROBE_CACHE_HIT => Probe::CacheHit { size: a0 },
+        sys::KPI_PROBE_MAP => Probe::Map {
+            hint: a0,
+            len: a1,
+            error: int(a2),
+            addr: a3,
+        },
+        sys::KPI_PROBE_OPEN_REFUSED => Probe::OpenRefused { error: int(a0) },
+        _ => {
+            report(format!("kpi_probe: no probe {probe}"));
+            return;
+        }
+    };
+    // Arguments past the probe's own are 0.
+    let used = match fired {
+        Probe::BuildStart { .. } | Probe::CacheHit { .. } | Probe::OpenRefused { .. } => 1,
+        Probe::BuildDone { .. } | Probe::Map { .. } => 4,
+    };
+    if [a0, a1, a2, a3][used..].iter().any(|&a| a != 0) {
+        report(format!(
+            "kpi_probe: {fired:?} with extra arguments {a0} {a1} {a2} {a3}"
+        ));
+    }
+    with(|w| w.probes.push(fired));
 }
 
 #[no_mangle]
@@ -1221,11 +1424,13 @@ fn _signatures_match_bindings() {
     }
     same! {
         kpi_malloc(_); kpi_free(_); kpi_lock(); kpi_unlock(); kpi_linker_foreach(_, _);
-        kpi_lf_id(_); kpi_symtab_get(_, _); kpi_strtab_get(_, _); kpi_symbol_value(_, _, _);
+        kpi_linker_file(_, _); kpi_symbol_value(_, _, _);
         kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
-        kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _); kpi_uio_offset(_);
-        kpi_curproc(); kpi_map_object(_, _, _); kpi_unmap_object(_, _, _, _);
-        kpi_set_cdevpriv(_); kpi_get_cdevpriv(_); kpi_cache_enabled(); kpi_panic(_, _);
+        kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _);
+        kpi_curproc(); kpi_vm_layout(_); kpi_map_object(_, _, _, _);
+        kpi_unmap_object(_, _, _, _); kpi_set_cdevpriv(_); kpi_get_cdevpriv(_);
+        kpi_probe(_, _, _, _, _);
+        kpi_panic(_, _);
     }
 }
 
@@ -1511,6 +1716,96 @@ impl Sim {
         with(|w| w.cache_enabled = on)
     }
 
+    // ---- placement and probes ----
+
+    /// Which release's `vm_map_find_min` the simulated VM follows (14 by default).
+    pub fn set_release(&self, release: Release) {
+        with(|w| w.release = release)
+    }
+
+    /// setrlimit(RLIMIT_DATA)'s hard limit (or compat.ia32.maxdsiz for a 32-bit
+    /// process): `lim_max(td, RLIMIT_DATA)` from now on.
+    pub fn set_data_limit(&self, pid: Pid, bytes: u64) {
+        with(|w| w.procs.get_mut(&pid).unwrap().layout.data_limit = bytes)
+    }
+
+    pub fn layout(&self, pid: Pid) -> VmLayout {
+        with(|w| w.procs[&pid].layout)
+    }
+
+    /// mmap(MAP_GUARD | MAP_FIXED): reserves `[addr, addr + len)` without memory.
+    pub fn map_guard(&self, pid: Pid, addr: u64, len: u64) -> bool {
+        with(|w| {
+            let p = &w.procs[&pid];
+            let end = addr.checked_add(len);
+            let free = end.is_some_and(|end| {
+                addr >= p.layout.map_min
+                    && end <= p.layout.map_max
+                    && !p
+                        .maps
+                        .values()
+                        .any(|m| m.addr < end && addr < m.addr + m.len)
+            });
+            if !free || len == 0 || !len.is_multiple_of(PAGE) || !addr.is_multiple_of(PAGE) {
+                return false;
+            }
+            let obj = w.new_obj(0, true);
+            w.objects.get_mut(&obj).unwrap().mapped = true;
+            let m = Mapping {
+                addr,
+                len,
+                obj,
+                offset: 0,
+                origin: Origin::Anon,
+            };
+            w.procs.get_mut(&pid).unwrap().maps.insert(addr, m);
+            true
+        })
+    }
+
+    /// Guards over every free range of `pid`'s map inside `[from, to)`; their count.
+    pub fn fill(&self, pid: Pid, from: u64, to: u64) -> usize {
+        let gaps: Vec<(u64, u64)> = with(|w| {
+            let p = &w.procs[&pid];
+            let (lo, hi) = (from.max(p.layout.map_min), to.min(p.layout.map_max));
+            let mut gaps = Vec::new();
+            let mut at = lo;
+            for m in p.maps.values() {
+                let (s, e) = (m.addr.max(lo), (m.addr + m.len).min(hi));
+                if s >= e {
+                    continue;
+                }
+                if at < s {
+                    gaps.push((at, s - at));
+                }
+                at = at.max(e);
+            }
+            if at < hi {
+                gaps.push((at, hi - at));
+            }
+            gaps
+        });
+        for &(addr, len) in &gaps {
+            assert!(self.map_guard(pid, addr, len), "guard at {addr:#x}");
+        }
+        gaps.len()
+    }
+
+    /// `vm_map_find_min` of the simulated release on `pid`'s map, without mapping.
+    pub fn find_min(&self, pid: Pid, hint: u64, len: u64) -> Option<u64> {
+        with(|w| w.place(pid, hint, len))
+    }
+
+    /// Every probe fired since boot or the last call, in order.
+    pub fn take_probes(&self) -> Vec<Probe> {
+        with(|w| std::mem::take(&mut w.probes))
+    }
+
+    /// (hint, length) of every kpi_map_object call since boot or the last call.
+    pub fn take_map_tries(&self) -> Vec<(u64, u64)> {
+        with(|w| std::mem::take(&mut w.map_tries))
+    }
+
     // ---- the module itself ----
 
     /// MOD_UNLOAD: the device's answer; on 0 the device is gone.
@@ -1663,7 +1958,7 @@ impl Sim {
             let parent = &w.procs[&pid];
             let fds = parent.fds.clone();
             let maps = parent.maps.clone();
-            let (is32, next_fd, next_addr) = (parent.is32, parent.next_fd, parent.next_addr);
+            let (is32, next_fd, layout) = (parent.is32, parent.next_fd, parent.layout);
             for fp in fds.values() {
                 w.fps.get_mut(fp).unwrap().refs += 1;
             }
@@ -1681,7 +1976,7 @@ impl Sim {
                     next_fd,
                     vm_gen: gen,
                     maps,
-                    next_addr,
+                    layout,
                     gone_gen: None,
                 },
             );
@@ -1788,8 +2083,10 @@ impl Sim {
         });
         let r = {
             let _c = enter(Some(pid), Some(fp), true);
+            // The shim passes debug.ksyms.cache as it reads it at the call.
+            let cache = with(|w| c_int::from(w.cache_enabled));
             // SAFETY: d_open, with td_fpop the file being opened.
-            unsafe { sys::ksyms_rs_open(fflags) }
+            unsafe { sys::ksyms_rs_open(fflags, cache) }
         };
         if r != 0 {
             // devfs_open: on error, devfs_clear_cdevpriv runs the destructor.
@@ -1871,8 +2168,8 @@ impl Sim {
             len: buf.len(),
         };
         let r = self.on_file(pid, fd, || {
-            // SAFETY: d_read with a live uio over a live buffer.
-            unsafe { sys::ksyms_rs_read((&mut uio as *mut SimUio).cast()) }
+            // SAFETY: d_read with a live uio over a live buffer, and its offset.
+            unsafe { sys::ksyms_rs_read((&mut uio as *mut SimUio).cast(), offset) }
         })?;
         if r != 0 {
             return Err(r);
@@ -2052,7 +2349,10 @@ impl Sim {
             .ok_or(EINVAL)?;
         let (off, obj) = self.mmap_single(pid, fd, foff, size, prot)?;
         with(|w| {
-            let Some(addr) = w.place(pid, size) else {
+            // kern_mmap: a file mapping given no address starts past the largest
+            // heap; vm_mmap_object then searches from there.
+            let hint = w.procs[&pid].layout.default_addr();
+            let Some(addr) = w.place(pid, hint, size) else {
                 w.release_obj(obj, "mmap failure");
                 return Err(ENOMEM);
             };

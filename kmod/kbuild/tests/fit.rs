@@ -44,7 +44,7 @@ fn kernel_flags(arch: Arch) -> &'static [&'static str] {
 const GOOD: &str = r#"
 int kpi_lock(void);
 void kpi_unlock(void);
-int kpi_lf_id(void *lf);
+int kpi_set_cdevpriv(void *priv);
 extern long counter;
 static long table[4];
 long *where = &table[1];
@@ -55,7 +55,7 @@ good(void *lf, int i)
 	int id;
 
 	kpi_lock();
-	id = kpi_lf_id(lf);
+	id = kpi_set_cdevpriv(lf);
 	counter += id;
 	table[i & 3] = id;
 	kpi_unlock();
