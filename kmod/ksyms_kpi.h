@@ -36,6 +36,7 @@ struct linker_file;
 struct proc;
 struct uio;
 struct vm_object;
+struct vm_page;
 
 /* Open flags (sys/fcntl.h) and protections (sys/mman.h) as the kernel passes them. */
 #define	KPI_FREAD	0x0001
@@ -84,16 +85,27 @@ struct vm_object *kpi_object_alloc(uint64_t size);
 void	 kpi_object_ref(struct vm_object *obj);
 void	 kpi_object_release(struct vm_object *obj);
 /*
- * Copies len bytes from the kernel buffer buf into obj at byte offset off
- * (uiomove_object on a UIO_SYSSPACE uio); obj_size bounds the object. errno.
- */
-int	 kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
-	    const void *buf, size_t len);
-/*
  * uiomove_object(obj, obj_size, uio): copies from obj at uio's offset to the
  * caller's buffers, stopping at obj_size. errno.
  */
 int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio);
+/*
+ * Writing a new object in place, a page at a time (one copy, no uio): page
+ * pindex of obj, allocated now (not zeroed), exclusive-busied and wired, with
+ * *va set to its direct-map address (KPI_PAGE_SIZE writable bytes). NULL when
+ * pindex is past the object or the page already holds data (it was written
+ * before). Never called with obj mapped anywhere.
+ */
+#define	KPI_PAGE_SIZE	4096
+struct vm_page *kpi_object_page_grab(struct vm_object *obj, uint64_t pindex,
+	    void **va);
+/*
+ * Gives back a page of kpi_object_page_grab: valid and dirty when written is
+ * non-zero (every byte of it was written), else left invalid (its garbage is
+ * never read and goes with the object); unbusied and unwired into the active
+ * queue, where it can be paged out like any other anonymous page.
+ */
+void	 kpi_object_page_release(struct vm_page *m, int written);
 /* uio->uio_offset. */
 int64_t	 kpi_uio_offset(struct uio *uio);
 

@@ -69,6 +69,7 @@ CTASSERT(KPI_PROT_WRITE == VM_PROT_WRITE);
 CTASSERT(KPI_PROT_EXEC == VM_PROT_EXECUTE);
 CTASSERT(sizeof(vm_ooffset_t) == sizeof(uint64_t));
 CTASSERT(sizeof(Elf_Sym) == 24);
+CTASSERT(KPI_PAGE_SIZE == PAGE_SIZE);
 
 static MALLOC_DEFINE(M_KSYMS, KSYMS_NAME, "ksyms(4) open file state");
 
@@ -213,35 +214,6 @@ kpi_object_release(struct vm_object *obj)
 }
 
 /*
- * Returns 0 when all len bytes were copied; EINVAL when [off, off + len) is
- * not inside the object's obj_size bytes; else uiomove's errno.
- */
-int
-kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
-    const void *buf, size_t len)
-{
-	struct iovec iov;
-	struct uio uio;
-	int error;
-
-	if (obj_size > OFF_MAX || off > obj_size || len > obj_size - off)
-		return (EINVAL);
-	iov.iov_base = __DECONST(void *, buf);
-	iov.iov_len = len;
-	uio.uio_iov = &iov;
-	uio.uio_iovcnt = 1;
-	uio.uio_offset = (off_t)off;
-	uio.uio_resid = len;
-	uio.uio_segflg = UIO_SYSSPACE;
-	uio.uio_rw = UIO_WRITE;
-	uio.uio_td = curthread;
-	error = uiomove_object(obj, (off_t)obj_size, &uio);
-	if (error == 0 && uio.uio_resid != 0)
-		error = EINVAL;
-	return (error);
-}
-
-/*
  * Returns 0 (also at or past the end: nothing is copied), EINVAL for a
  * negative offset or a size that is not an off_t, else uiomove's errno
  * (EFAULT: a bad user buffer).
@@ -253,6 +225,45 @@ kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio)
 	if (obj_size > OFF_MAX || uio->uio_offset < 0)
 		return (EINVAL);
 	return (uiomove_object(obj, (off_t)obj_size, uio));
+}
+
+/*
+ * Returns the page, or NULL when pindex is past the object or the page is
+ * already valid (the writer grabs each page once, on a fresh object). Not
+ * zeroed: the caller writes all of it before it becomes valid. Busied, so
+ * that nothing else touches it, and wired, so that it stays at this physical
+ * address, until kpi_object_page_release.
+ */
+struct vm_page *
+kpi_object_page_grab(struct vm_object *obj, uint64_t pindex, void **va)
+{
+	vm_page_t m;
+
+	VM_OBJECT_WLOCK(obj);
+	if (pindex >= obj->size) {
+		VM_OBJECT_WUNLOCK(obj);
+		return (NULL);
+	}
+	m = vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_WIRED);
+	VM_OBJECT_WUNLOCK(obj);
+	if (!vm_page_none_valid(m)) {
+		kpi_object_page_release(m, 1);
+		return (NULL);
+	}
+	*va = (void *)PHYS_TO_DMAP(VM_PAGE_TO_PHYS(m));
+	return (m);
+}
+
+void
+kpi_object_page_release(struct vm_page *m, int written)
+{
+
+	if (written) {
+		vm_page_valid(m);
+		vm_page_set_dirty(m);
+	}
+	vm_page_xunbusy(m);
+	vm_page_unwire(m, PQ_ACTIVE);
 }
 
 int64_t

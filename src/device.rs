@@ -33,10 +33,10 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::elf::{Elf64Sym, FREEBSD_AMD64};
+use crate::elf::FREEBSD_AMD64;
 use crate::error::{Error, Result};
-use crate::kpi::{self, KBox, Locked, Proc, Uio, VmObject};
-use crate::snapshot::{Census, Sink, Writer};
+use crate::kpi::{self, KBox, Locked, ObjectPage, Proc, Uio, VmObject};
+use crate::snapshot::{Census, Page, Sink, Writer};
 
 /// Open flags and protections as the kernel passes them.
 pub const FWRITE: i32 = kpi::sys::KPI_FWRITE;
@@ -62,9 +62,6 @@ pub const KIOCGADDR32: u64 = ior(b'l', 2, 4);
 pub const ATTEMPTS: usize = 3;
 
 pub const PAGE_SIZE: u64 = 4096;
-
-/// Symbols staged between the linker's tables and the VM object (two runs of 128).
-const SCRATCH_SYMBOLS: usize = 256;
 
 /// The snapshot's VM object and size, as one open holds them.
 struct Snapshot {
@@ -352,10 +349,11 @@ fn snapshot() -> Result<Snapshot> {
 }
 
 /// Builds a snapshot, retrying while the linker file set changes under the walks.
+/// The first attempt counts each file's locals as ELF orders them (locals first);
+/// later ones count every symbol, in case a table breaks that order.
 fn build() -> Result<Snapshot> {
-    let mut scratch = KBox::<[Elf64Sym; SCRATCH_SYMBOLS]>::try_zeroed()?;
-    for _ in 0..ATTEMPTS {
-        match build_once(&mut scratch[..]) {
+    for attempt in 0..ATTEMPTS {
+        match build_once(attempt > 0) {
             Err(Error::Changed) => continue,
             other => return other,
         }
@@ -363,30 +361,44 @@ fn build() -> Result<Snapshot> {
     Err(Error::Changed)
 }
 
-/// A sink writing into a VM object.
+/// A sink writing into the pages of a new VM object.
 struct ObjectSink<'a> {
     object: &'a VmObject,
-    size: u64,
 }
 
-impl Sink for ObjectSink<'_> {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.object.write(self.size, offset, bytes)
+impl<'a> Sink for ObjectSink<'a> {
+    type Page = ObjectPage<'a>;
+
+    fn page_size(&self) -> usize {
+        PAGE_SIZE as usize
+    }
+    fn grab(&mut self, index: u64) -> Result<ObjectPage<'a>> {
+        self.object.grab_page(index)
+    }
+    fn release(&mut self, page: ObjectPage<'a>, complete: bool) {
+        page.release(complete);
     }
 }
 
-/// One attempt: census walk, object, writing walk.
-fn build_once(scratch: &mut [Elf64Sym]) -> Result<Snapshot> {
+impl Page for ObjectPage<'_> {
+    fn bytes(&mut self) -> &mut [u8] {
+        ObjectPage::bytes(self)
+    }
+}
+
+/// One attempt: census walk (`exact`: reading every symbol), object, writing walk.
+fn build_once(exact: bool) -> Result<Snapshot> {
     let mut census = Census::default();
-    kpi::foreach_linker_file(|file| census.add(file))?;
+    if exact {
+        kpi::foreach_linker_file(|file| census.add(file))?;
+    } else {
+        kpi::foreach_linker_file(|file| census.add_ordered(file))?;
+    }
     let layout = census.layout()?;
 
     let object = VmObject::alloc(layout.size())?;
-    let mut sink = ObjectSink {
-        object: &object,
-        size: layout.size(),
-    };
-    let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink, scratch)?;
+    let mut sink = ObjectSink { object: &object };
+    let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?;
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
     Ok(Snapshot {

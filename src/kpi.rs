@@ -174,25 +174,72 @@ impl VmObject {
         self.0.as_ptr()
     }
 
-    /// Copies `bytes` into the object at `offset`; `size` bounds the object.
-    pub fn write(&self, size: u64, offset: u64, bytes: &[u8]) -> Result<()> {
-        // SAFETY: the object is alive (we hold a reference); bytes is a valid kernel
-        // buffer of bytes.len() bytes for the duration of the call.
-        Error::check(unsafe {
-            sys::kpi_object_write(
-                self.0.as_ptr(),
-                size,
-                offset,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-            )
-        })
-    }
-
     /// Copies from the object to the caller's buffers described by `uio`.
     pub fn read(&self, size: u64, uio: &Uio) -> Result<()> {
         // SAFETY: the object is alive; uio is the live uio of the current read call.
         Error::check(unsafe { sys::kpi_object_read(self.0.as_ptr(), size, uio.0.as_ptr()) })
+    }
+}
+
+/// Writing a new object in place: its pages, grabbed one at a time.
+impl VmObject {
+    /// Page `index` of the object, for writing through the kernel's direct map.
+    /// [`Error::Invalid`] when the page is past the object or already written.
+    pub fn grab_page(&self, index: u64) -> Result<ObjectPage<'_>> {
+        let mut va: *mut c_void = core::ptr::null_mut();
+        // SAFETY: the object is alive (we hold a reference); va is a valid out
+        // pointer.
+        let m = unsafe { sys::kpi_object_page_grab(self.0.as_ptr(), index, &mut va) };
+        let m = NonNull::new(m).ok_or(Error::Invalid)?;
+        match NonNull::new(va.cast::<u8>()) {
+            Some(va) => Ok(ObjectPage {
+                m,
+                va,
+                _object: PhantomData,
+            }),
+            None => {
+                // SAFETY: m was just grabbed and is given back once; nothing written.
+                unsafe { sys::kpi_object_page_release(m.as_ptr(), 0) };
+                Err(Error::Invalid)
+            }
+        }
+    }
+}
+
+/// A page of a [`VmObject`] held for writing (busied and wired); given back with
+/// [`ObjectPage::release`], or as not written when dropped.
+pub struct ObjectPage<'o> {
+    m: NonNull<sys::vm_page>,
+    va: NonNull<u8>,
+    /// The object holds the page; our reference keeps the object.
+    _object: PhantomData<&'o VmObject>,
+}
+
+impl ObjectPage<'_> {
+    /// The page's bytes, through the direct map.
+    pub fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: kpi_object_page_grab gave the direct-map address of a page of
+        // KPI_PAGE_SIZE bytes that stays put (wired) and that nobody else touches
+        // (exclusive busy, object not mapped yet) until we release it, which takes
+        // self; &mut self makes this slice the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.va.as_ptr(), sys::KPI_PAGE_SIZE as usize) }
+    }
+
+    /// Gives the page back: valid and dirty when `written` (every byte of it was),
+    /// else invalid.
+    pub fn release(self, written: bool) {
+        let m = self.m;
+        core::mem::forget(self);
+        // SAFETY: m was grabbed by kpi_object_page_grab and is given back once
+        // (self is consumed, its Drop skipped).
+        unsafe { sys::kpi_object_page_release(m.as_ptr(), i32::from(written)) };
+    }
+}
+
+impl Drop for ObjectPage<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in release; drop runs once.
+        unsafe { sys::kpi_object_page_release(self.m.as_ptr(), 0) };
     }
 }
 

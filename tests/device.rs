@@ -843,7 +843,7 @@ fn a_load_racing_a_build_never_leaves_a_stale_snapshot_cached() {
         Kind::LinkerForeach,
         Kind::Malloc,
         Kind::ObjectAlloc,
-        Kind::ObjectWrite,
+        Kind::PageGrab,
         Kind::MapObject,
         Kind::SetCdevpriv,
         Kind::Lock,

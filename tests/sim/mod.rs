@@ -71,7 +71,8 @@ pub enum Kind {
     Malloc,
     Free,
     ObjectAlloc,
-    ObjectWrite,
+    PageGrab,
+    PageRelease,
     ObjectRead,
     MapObject,
     UnmapObject,
@@ -82,7 +83,7 @@ pub enum Kind {
     Lock,
 }
 
-const KINDS: usize = 12;
+const KINDS: usize = 13;
 
 impl Kind {
     fn index(self) -> usize {
@@ -92,7 +93,7 @@ impl Kind {
     pub const FAULTABLE: [Kind; 6] = [
         Kind::Malloc,
         Kind::ObjectAlloc,
-        Kind::ObjectWrite,
+        Kind::PageGrab,
         Kind::ObjectRead,
         Kind::MapObject,
         Kind::SetCdevpriv,
@@ -101,7 +102,9 @@ impl Kind {
     pub fn injected_errno(self) -> i32 {
         match self {
             Kind::Malloc | Kind::ObjectAlloc | Kind::MapObject => ENOMEM,
-            Kind::ObjectWrite | Kind::ObjectRead => EFAULT,
+            Kind::ObjectRead => EFAULT,
+            // NULL from kpi_object_page_grab: a page past the object or written.
+            Kind::PageGrab => EINVAL,
             // devfs_set_cdevpriv can only fail with EBUSY.
             Kind::SetCdevpriv => EBUSY,
             _ => EFAULT,
@@ -128,6 +131,7 @@ type HookFn = Box<dyn FnOnce(Sim) + Send>;
 // Handles: kernel objects cross the boundary as tagged, never reused numbers
 // ---------------------------------------------------------------------------
 
+const TAG_PAGE: usize = 0x4000_0000_0000;
 const TAG_PROC: usize = 0x5000_0000_0000;
 const TAG_OBJ: usize = 0x6000_0000_0000;
 const TAG_LF: usize = 0x7000_0000_0000;
@@ -279,6 +283,11 @@ struct FileObj {
 struct Obj {
     refs: u64,
     data: Vec<u8>,
+    /// Per page: written through kpi_object_page_release (a page never written
+    /// reads as zeros, as a fresh anonymous page does).
+    valid: Vec<bool>,
+    /// Pages grabbed and not released yet.
+    busy: usize,
     mapped: bool,
     anon: bool,
 }
@@ -310,6 +319,9 @@ struct World {
     next_fp: u64,
     objects: BTreeMap<u64, Obj>,
     dead_objects: u64,
+    /// Pages grabbed by kpi_object_page_grab and not released yet.
+    pages: BTreeMap<u64, SimPage>,
+    next_page: u64,
     next_obj: u64,
     next_vm_gen: u64,
     mallocs: HashMap<usize, usize>,
@@ -363,6 +375,7 @@ impl World {
             next_pid: 100,
             next_fp: 1,
             next_obj: 1,
+            next_page: 1,
             next_vm_gen: 1,
             ..Default::default()
         }
@@ -418,6 +431,15 @@ impl World {
         match self.objects.get_mut(&id) {
             Some(o) if o.refs > 0 => {
                 o.refs -= 1;
+                if o.refs == 0 && o.busy > 0 {
+                    // vm_object_terminate would wait for the busy pages forever.
+                    let busy = o.busy;
+                    violation(
+                        self,
+                        format!("{what}: last reference to VM object {id} with {busy} pages busy"),
+                    );
+                    return;
+                }
                 if o.refs == 0 {
                     self.objects.remove(&id);
                     self.dead_objects += 1;
@@ -439,6 +461,8 @@ impl World {
             Obj {
                 refs: 1,
                 data: vec![0; len],
+                valid: vec![false; len / PAGE as usize],
+                busy: 0,
                 mapped: false,
                 anon,
             },
@@ -872,46 +896,6 @@ pub extern "C" fn kpi_object_release(obj: *mut sys::vm_object) {
     })
 }
 
-#[no_mangle]
-pub extern "C" fn kpi_object_write(
-    obj: *mut sys::vm_object,
-    obj_size: u64,
-    off: u64,
-    buf: *const c_void,
-    len: usize,
-) -> c_int {
-    let _nu = NoUnwind::new();
-    if bump(Kind::ObjectWrite) {
-        return EFAULT;
-    }
-    with(|w| {
-        let Some(id) = w.obj(obj, "kpi_object_write") else {
-            return EINVAL;
-        };
-        let o = w.objects.get(&id).unwrap();
-        let (mapped, cap) = (o.mapped, o.data.len() as u64);
-        if mapped {
-            violation(
-                w,
-                format!("kpi_object_write: VM object {id} written after it was mapped"),
-            );
-        }
-        let end = off.checked_add(len as u64);
-        if obj_size > cap || end.is_none_or(|e| e > obj_size) || buf.is_null() {
-            violation(
-                w,
-                format!("kpi_object_write: [{off}, +{len}) outside object {id} of {obj_size} (pages {cap})"),
-            );
-            return EINVAL;
-        }
-        // SAFETY: the device passes a kernel buffer of `len` bytes.
-        let src = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
-        let o = w.objects.get_mut(&id).unwrap();
-        o.data[off as usize..off as usize + len].copy_from_slice(src);
-        0
-    })
-}
-
 /// A simulated `struct uio` for a read: offset, residual count, and the caller's
 /// buffer of `len` bytes (the "user" destination, filled from the start).
 #[repr(C)]
@@ -964,6 +948,105 @@ pub extern "C" fn kpi_object_read(
         uio.resid -= n;
         uio.offset += n as i64;
         0
+    })
+}
+
+/// A page held through kpi_object_page_grab: its own buffer, filled with garbage
+/// (a page is not zeroed), copied into the object when released as written.
+struct SimPage {
+    obj: u64,
+    index: usize,
+    buf: Box<[u8]>,
+}
+
+/// What a fresh page holds before anyone writes it: not zeros.
+const GARBAGE: u8 = 0xa5;
+
+#[no_mangle]
+pub extern "C" fn kpi_object_page_grab(
+    obj: *mut sys::vm_object,
+    pindex: u64,
+    va: *mut *mut c_void,
+) -> *mut sys::vm_page {
+    let _nu = NoUnwind::new();
+    if bump(Kind::PageGrab) {
+        return std::ptr::null_mut();
+    }
+    with(|w| {
+        let Some(id) = w.obj(obj, "kpi_object_page_grab") else {
+            return std::ptr::null_mut();
+        };
+        let o = w.objects.get(&id).unwrap();
+        let pages = o.valid.len() as u64;
+        let mapped = o.mapped;
+        if va.is_null() {
+            violation(w, "kpi_object_page_grab with a NULL out pointer".into());
+            return std::ptr::null_mut();
+        }
+        if mapped {
+            violation(
+                w,
+                format!("kpi_object_page_grab: VM object {id} written after it was mapped"),
+            );
+        }
+        if pindex >= pages {
+            violation(
+                w,
+                format!("kpi_object_page_grab: page {pindex} past VM object {id} of {pages} pages"),
+            );
+            return std::ptr::null_mut();
+        }
+        let index = pindex as usize;
+        if w.pages.values().any(|p| p.obj == id && p.index == index) {
+            // vm_page_grab would sleep on our own busy page forever.
+            violation(
+                w,
+                format!("kpi_object_page_grab: page {pindex} of VM object {id} grabbed twice"),
+            );
+            return std::ptr::null_mut();
+        }
+        if w.objects[&id].valid[index] {
+            // The shim refuses a page already written.
+            violation(
+                w,
+                format!("kpi_object_page_grab: page {pindex} of VM object {id} written before"),
+            );
+            return std::ptr::null_mut();
+        }
+        let mut buf = vec![GARBAGE; PAGE as usize].into_boxed_slice();
+        let handle = w.next_page;
+        w.next_page += 1;
+        // SAFETY: checked non-null above; the device passes a valid out pointer.
+        unsafe { va.write(buf.as_mut_ptr().cast()) };
+        w.objects.get_mut(&id).unwrap().busy += 1;
+        w.pages.insert(handle, SimPage { obj: id, index, buf });
+        encode(TAG_PAGE, handle) as *mut sys::vm_page
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_object_page_release(m: *mut sys::vm_page, written: c_int) {
+    let _nu = NoUnwind::new();
+    bump(Kind::PageRelease);
+    with(|w| {
+        let page = decode(TAG_PAGE, m as usize).and_then(|h| w.pages.remove(&h));
+        let Some(page) = page else {
+            violation(
+                w,
+                format!("kpi_object_page_release: {m:?} is not a grabbed page"),
+            );
+            return;
+        };
+        let Some(o) = w.objects.get_mut(&page.obj) else {
+            violation(w, "kpi_object_page_release: its VM object is gone".into());
+            return;
+        };
+        o.busy -= 1;
+        if written != 0 {
+            let at = page.index * PAGE as usize;
+            o.data[at..at + PAGE as usize].copy_from_slice(&page.buf);
+            o.valid[page.index] = true;
+        }
     })
 }
 
@@ -1157,7 +1240,8 @@ fn _signatures_match_bindings() {
         kpi_malloc(_); kpi_free(_); kpi_lock(); kpi_unlock(); kpi_linker_foreach(_, _);
         kpi_lf_id(_); kpi_symtab_get(_, _); kpi_strtab_get(_, _); kpi_symbol_value(_, _, _);
         kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
-        kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _); kpi_uio_offset(_);
+        kpi_object_read(_, _, _); kpi_uio_offset(_);
+        kpi_object_page_grab(_, _, _); kpi_object_page_release(_, _);
         kpi_curproc(); kpi_map_object(_, _, _); kpi_unmap_object(_, _, _, _);
         kpi_set_cdevpriv(_); kpi_get_cdevpriv(_); kpi_cache_enabled(); kpi_panic(_, _);
     }
@@ -1174,6 +1258,8 @@ pub struct Accounting {
     pub malloc_bytes: usize,
     pub objects: usize,
     pub object_refs: u64,
+    /// Pages grabbed for writing and not released.
+    pub pages_held: usize,
     pub mappings: usize,
     pub cdevprivs: usize,
     pub open_files: usize,
@@ -1361,6 +1447,7 @@ impl Sim {
                 malloc_bytes: w.mallocs.values().sum(),
                 objects: w.objects.len(),
                 object_refs: w.objects.values().map(|o| o.refs).sum(),
+                pages_held: w.pages.len(),
                 ..Default::default()
             };
             for p in w.procs.values() {

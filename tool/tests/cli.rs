@@ -165,15 +165,7 @@ fn files() -> Vec<Fake> {
 fn build(files: &[Fake]) -> Vec<u8> {
     let layout = snapshot::census(files).unwrap().layout().unwrap();
     let mut bytes = vec![0u8; layout.size() as usize];
-    let mut scratch = vec![Elf64Sym::default(); 4];
-    snapshot::write(
-        files,
-        layout,
-        &FREEBSD_AMD64,
-        &mut SliceSink(&mut bytes),
-        &mut scratch,
-    )
-    .unwrap();
+    snapshot::write(files, layout, &FREEBSD_AMD64, &mut SliceSink::new(&mut bytes)).unwrap();
     bytes
 }
 
