@@ -585,7 +585,9 @@ impl<'w, S: Sink> Writer<'w, S> {
             let (slot, span) = self.window.span(pos, end)?;
             let n = span.len().min(bytes.len());
             let (now, rest) = bytes.split_at(n);
-            span.get_mut(..n).ok_or(Error::Invalid)?.copy_from_slice(now);
+            span.get_mut(..n)
+                .ok_or(Error::Invalid)?
+                .copy_from_slice(now);
             self.window.filled(slot, n)?;
             pos = add_len(pos, n)?;
             bytes = rest;
@@ -666,31 +668,49 @@ impl<'w, S: Sink> Writer<'w, S> {
         let local = part == HEAD;
         let Cursor { mut pos, end } = *self.cursor(part)?;
         let mut next = from;
-        loop {
-            let Some(rest) = symbols
-                .get(next..)
-                .filter(|r| r.first().is_some_and(|s| s.is_local() == local))
-            else {
-                break;
-            };
+        while let Some(rest) = symbols
+            .get(next..)
+            .filter(|r| r.first().is_some_and(|s| s.is_local() == local))
+        {
             if pos >= end {
                 // A symbol for a part that is full: more than the census counted.
                 return Err(Error::Changed);
             }
             let (slot, span) = self.window.span(pos, end)?;
-            // Whole symbols straight into the page.
-            let mut n = 0usize;
-            for (dst, sym) in span
+            // Whole symbols straight into the page: first how many of this kind fit,
+            // then one tight loop over them, errors gathered rather than branched on.
+            // As many as fit, taken to be of this kind (as in an ELF table, whose
+            // locals come first). A module's are counted first (each costs the
+            // linker a call); the kernel's are checked on the way, and when one is
+            // not of this kind, the run ends before it, and what was written from
+            // it on is not counted (the cursor does not pass it) and is overwritten.
+            let fit = span.len() / SYM_SIZE as usize;
+            let mut run = rest.get(..fit.min(rest.len())).unwrap_or_default();
+            if MODULE {
+                let n = run.iter().take_while(|s| s.is_local() == local).count();
+                run = run.get(..n).unwrap_or_default();
+            }
+            let mut bad = false;
+            let mut other = false;
+            for ((dst, sym), index) in span
                 .chunks_exact_mut(SYM_SIZE as usize)
-                .zip(rest.iter())
+                .zip(run)
+                .zip(next..)
             {
-                if sym.is_local() != local {
-                    break;
-                }
-                let index = next.checked_add(n).ok_or(Error::Invalid)?;
-                let out = fix.apply::<F, MODULE>(file, index, sym)?;
-                dst.copy_from_slice(as_bytes(core::slice::from_ref(&out)));
-                n = n.checked_add(1).ok_or(Error::Invalid)?;
+                other |= sym.is_local() != local;
+                bad |= !fix.write::<F, MODULE>(file, index, sym, dst);
+            }
+            let mut n = run.len();
+            if other {
+                n = run.iter().take_while(|s| s.is_local() == local).count();
+                bad = run
+                    .get(..n)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|s| s.st_name >= fix.strsz);
+            }
+            if bad {
+                return Err(Error::BadLinkerFile);
             }
             let room = span.len();
             let bytes = n.checked_mul(SYM_SIZE as usize).ok_or(Error::Invalid)?;
@@ -705,9 +725,12 @@ impl<'w, S: Sink> Writer<'w, S> {
             }
             // The next symbol of this run does not fit the rest of the page (or of the
             // part): across the page boundary, or more symbols than counted.
-            let out = fix.apply::<F, MODULE>(file, next, sym)?;
+            let mut out = [0u8; SYM_SIZE as usize];
+            if !fix.write::<F, MODULE>(file, next, sym, &mut out) {
+                return Err(Error::BadLinkerFile);
+            }
             self.cursor(part)?.pos = pos;
-            self.write(part, as_bytes(core::slice::from_ref(&out)))?;
+            self.write(part, &out)?;
             pos = self.cursor(part)?.pos;
             next = next.checked_add(1).ok_or(Error::Invalid)?;
         }
@@ -752,32 +775,53 @@ struct Fix {
 }
 
 impl Fix {
+    /// Writes `sym`, fixed up, into `dst` (24 bytes); returns whether its name lies
+    /// in its table (if not, the rebased name is meaningless and the caller refuses
+    /// the file). The symbol is copied whole and its fields patched in place, with
+    /// no copy of it built elsewhere first.
     #[inline(always)]
-    fn apply<F: LinkerFile, const MODULE: bool>(
+    fn write<F: LinkerFile, const MODULE: bool>(
         self,
         file: &F,
         index: usize,
         sym: &Elf64Sym,
-    ) -> Result<Elf64Sym> {
-        if sym.st_name >= self.strsz {
-            return Err(Error::BadLinkerFile);
-        }
-        let mut out = *sym;
-        if MODULE {
-            if let Some(value) = file.symbol_value(index, sym) {
-                out.st_value = value;
-            }
-        }
-        out.st_name = self
-            .base
-            .checked_add(sym.st_name)
-            .ok_or(Error::TooLarge)?;
-        out.st_shndx = if sym.st_shndx == SHN_UNDEF {
+        dst: &mut [u8],
+    ) -> bool {
+        const NAME: usize = core::mem::offset_of!(Elf64Sym, st_name);
+        const SHNDX: usize = core::mem::offset_of!(Elf64Sym, st_shndx);
+        const VALUE: usize = core::mem::offset_of!(Elf64Sym, st_value);
+        let Some(dst) = dst.first_chunk_mut::<{ SYM_SIZE as usize }>() else {
+            return false;
+        };
+        dst.copy_from_slice(as_bytes(core::slice::from_ref(sym)));
+        // base + st_name < base + strsz <= string_bytes <= u32::MAX whenever the
+        // name is in its table; otherwise the wrapped value is never used.
+        let name = self.base.wrapping_add(sym.st_name);
+        let shndx = if sym.st_shndx == SHN_UNDEF {
             SHN_UNDEF
         } else {
             SHN_ABS
         };
-        Ok(out)
+        put(dst, NAME, &name.to_ne_bytes());
+        put(dst, SHNDX, &shndx.to_ne_bytes());
+        if MODULE {
+            if let Some(value) = file.symbol_value(index, sym) {
+                put(dst, VALUE, &value.to_ne_bytes());
+            }
+        }
+        sym.st_name < self.strsz
+    }
+}
+
+/// Copies `bytes` into `dst` at `at`, when they fit (always, for the fields of a
+/// symbol).
+#[inline(always)]
+fn put(dst: &mut [u8; SYM_SIZE as usize], at: usize, bytes: &[u8]) {
+    if let Some(d) = at
+        .checked_add(bytes.len())
+        .and_then(|end| dst.get_mut(at..end))
+    {
+        d.copy_from_slice(bytes);
     }
 }
 
