@@ -382,11 +382,7 @@ fn locals_out_of_order_are_placed_by_binding() {
 
 /// Census of `before`, write of `after` in pages of `page` bytes; no page past the
 /// layout is ever asked for, and none is left held.
-fn census_then_write(
-    before: &[SimFile],
-    after: &[SimFile],
-    page: usize,
-) -> Result<SnapshotLayout> {
+fn census_then_write(before: &[SimFile], after: &[SimFile], page: usize) -> Result<SnapshotLayout> {
     let layout = snapshot::census(before)?.layout()?;
     let mut sink = CoverageSink::new(layout.size(), page);
     let r = snapshot::write(after, layout, &FREEBSD_AMD64, &mut sink);

@@ -1019,7 +1019,14 @@ pub extern "C" fn kpi_object_page_grab(
         // SAFETY: checked non-null above; the device passes a valid out pointer.
         unsafe { va.write(buf.as_mut_ptr().cast()) };
         w.objects.get_mut(&id).unwrap().busy += 1;
-        w.pages.insert(handle, SimPage { obj: id, index, buf });
+        w.pages.insert(
+            handle,
+            SimPage {
+                obj: id,
+                index,
+                buf,
+            },
+        );
         encode(TAG_PAGE, handle) as *mut sys::vm_page
     })
 }

@@ -201,7 +201,12 @@ pub fn build(files: &[ElfInput]) -> Result<Vec<u8>, String> {
     let layout = census.layout().map_err(|e| format!("layout: {e:?}"))?;
     let size = usize::try_from(layout.size()).map_err(|_| "snapshot too large".to_string())?;
     let mut bytes = vec![0u8; size];
-    snapshot::write(files, layout, &FREEBSD_AMD64, &mut SliceSink::new(&mut bytes))
+    snapshot::write(
+        files,
+        layout,
+        &FREEBSD_AMD64,
+        &mut SliceSink::new(&mut bytes),
+    )
     .map_err(|e| format!("writing: {e:?} (a malformed input symbol table?)"))?;
     Ok(bytes)
 }

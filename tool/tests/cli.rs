@@ -165,7 +165,13 @@ fn files() -> Vec<Fake> {
 fn build(files: &[Fake]) -> Vec<u8> {
     let layout = snapshot::census(files).unwrap().layout().unwrap();
     let mut bytes = vec![0u8; layout.size() as usize];
-    snapshot::write(files, layout, &FREEBSD_AMD64, &mut SliceSink::new(&mut bytes)).unwrap();
+    snapshot::write(
+        files,
+        layout,
+        &FREEBSD_AMD64,
+        &mut SliceSink::new(&mut bytes),
+    )
+    .unwrap();
     bytes
 }
 
