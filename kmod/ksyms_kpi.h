@@ -90,22 +90,24 @@ void	 kpi_object_release(struct vm_object *obj);
  */
 int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio);
 /*
- * Writing a new object in place, a page at a time (one copy, no uio): page
- * pindex of obj, allocated now (not zeroed), exclusive-busied and wired, with
- * *va set to its direct-map address (KPI_PAGE_SIZE writable bytes). NULL when
- * pindex is past the object or the page already holds data (it was written
- * before). Never called with obj mapped anywhere.
+ * Writing a new object in place (one copy, no uio): pages pindex.. of obj, up
+ * to count of them, stopping at the object's end or at a page that already
+ * holds data; each allocated now (not zeroed), exclusive-busied and wired,
+ * with m[i] and va[i], its direct-map address (KPI_PAGE_SIZE writable bytes).
+ * Returns how many (0: pindex is past the object or holds data). Never called
+ * with obj mapped anywhere, nor for a page the caller holds.
  */
 #define	KPI_PAGE_SIZE	4096
-struct vm_page *kpi_object_page_grab(struct vm_object *obj, uint64_t pindex,
-	    void **va);
+int	 kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
+	    struct vm_page **m, void **va);
 /*
- * Gives back a page of kpi_object_page_grab: valid and dirty when written is
- * non-zero (every byte of it was written), else left invalid (its garbage is
- * never read and goes with the object); unbusied and unwired into the active
- * queue, where it can be paged out like any other anonymous page.
+ * Gives back count pages of kpi_object_pages_grab: valid and dirty when
+ * written is non-zero (every byte of each was written), else left invalid
+ * (their garbage is never read and goes with the object); unbusied and
+ * unwired into the active queue, pageable like any anonymous page.
  */
-void	 kpi_object_page_release(struct vm_page *m, int written);
+void	 kpi_object_pages_release(struct vm_page *const *m, int count,
+	    int written);
 /* uio->uio_offset. */
 int64_t	 kpi_uio_offset(struct uio *uio);
 

@@ -228,42 +228,48 @@ kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio)
 }
 
 /*
- * Returns the page, or NULL when pindex is past the object or the page is
- * already valid (the writer grabs each page once, on a fresh object). Not
- * zeroed: the caller writes all of it before it becomes valid. Busied, so
- * that nothing else touches it, and wired, so that it stays at this physical
- * address, until kpi_object_page_release.
+ * Returns how many pages were grabbed. Not zeroed: the caller writes all of
+ * each before it becomes valid. Busied, so that nothing else touches them,
+ * and wired, so that they stay at their physical address, until
+ * kpi_object_pages_release. One object lock for the whole run.
  */
-struct vm_page *
-kpi_object_page_grab(struct vm_object *obj, uint64_t pindex, void **va)
+int
+kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
+    struct vm_page **m, void **va)
 {
-	vm_page_t m;
+	vm_page_t p;
+	int i;
 
 	VM_OBJECT_WLOCK(obj);
-	if (pindex >= obj->size) {
-		VM_OBJECT_WUNLOCK(obj);
-		return (NULL);
+	for (i = 0; i < count && pindex + i < obj->size; i++) {
+		p = vm_page_grab(obj, pindex + i,
+		    VM_ALLOC_NORMAL | VM_ALLOC_WIRED);
+		if (!vm_page_none_valid(p)) {
+			/* Written before: not ours to write again. */
+			vm_page_xunbusy(p);
+			vm_page_unwire(p, PQ_ACTIVE);
+			break;
+		}
+		m[i] = p;
+		va[i] = (void *)PHYS_TO_DMAP(VM_PAGE_TO_PHYS(p));
 	}
-	m = vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_WIRED);
 	VM_OBJECT_WUNLOCK(obj);
-	if (!vm_page_none_valid(m)) {
-		kpi_object_page_release(m, 1);
-		return (NULL);
-	}
-	*va = (void *)PHYS_TO_DMAP(VM_PAGE_TO_PHYS(m));
-	return (m);
+	return (i);
 }
 
 void
-kpi_object_page_release(struct vm_page *m, int written)
+kpi_object_pages_release(struct vm_page *const *m, int count, int written)
 {
+	int i;
 
-	if (written) {
-		vm_page_valid(m);
-		vm_page_set_dirty(m);
+	for (i = 0; i < count; i++) {
+		if (written) {
+			vm_page_valid(m[i]);
+			vm_page_set_dirty(m[i]);
+		}
+		vm_page_xunbusy(m[i]);
+		vm_page_unwire(m[i], PQ_ACTIVE);
 	}
-	vm_page_xunbusy(m);
-	vm_page_unwire(m, PQ_ACTIVE);
 }
 
 int64_t

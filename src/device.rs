@@ -35,8 +35,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::elf::FREEBSD_AMD64;
 use crate::error::{Error, Result};
-use crate::kpi::{self, KBox, Locked, ObjectPage, Proc, Uio, VmObject};
-use crate::snapshot::{Census, Page, Sink, Writer};
+use crate::kpi::{self, KBox, Locked, PageHandle, Proc, Uio, VmObject};
+use crate::snapshot::{Batched, Census, PageRuns, Writer};
 
 /// Open flags and protections as the kernel passes them.
 pub const FWRITE: i32 = kpi::sys::KPI_FWRITE;
@@ -361,28 +361,28 @@ fn build() -> Result<Snapshot> {
     Err(Error::Changed)
 }
 
-/// A sink writing into the pages of a new VM object.
-struct ObjectSink<'a> {
+const _: () = assert!(PAGE_SIZE == kpi::sys::KPI_PAGE_SIZE as u64);
+
+/// The pages of a new VM object, for the writer (through [`Batched`]).
+struct ObjectPages<'a> {
     object: &'a VmObject,
 }
 
-impl<'a> Sink for ObjectSink<'a> {
-    type Page = ObjectPage<'a>;
+// SAFETY: kpi_object_pages_grab gives pages of KPI_PAGE_SIZE (PAGE_SIZE) bytes,
+// busied and wired, at their direct-map addresses, on an object nobody else uses
+// until the snapshot is published (after every page is released).
+unsafe impl PageRuns for ObjectPages<'_> {
+    type Handle = PageHandle;
 
     fn page_size(&self) -> usize {
         PAGE_SIZE as usize
     }
-    fn grab(&mut self, index: u64) -> Result<ObjectPage<'a>> {
-        self.object.grab_page(index)
+    fn grab(&mut self, first: u64, out: &mut [(PageHandle, NonNull<u8>)]) -> Result<usize> {
+        self.object.grab_pages(first, out)
     }
-    fn release(&mut self, page: ObjectPage<'a>, complete: bool) {
-        page.release(complete);
-    }
-}
-
-impl Page for ObjectPage<'_> {
-    fn bytes(&mut self) -> &mut [u8] {
-        ObjectPage::bytes(self)
+    unsafe fn release(&mut self, pages: &[PageHandle], complete: bool) {
+        // SAFETY: the caller's contract: pages from grab, each given back once.
+        unsafe { VmObject::release_pages(pages, complete) };
     }
 }
 
@@ -397,10 +397,13 @@ fn build_once(exact: bool) -> Result<Snapshot> {
     let layout = census.layout()?;
 
     let object = VmObject::alloc(layout.size())?;
-    let mut sink = ObjectSink { object: &object };
+    let mut pages = ObjectPages { object: &object };
+    let mut sink = Batched::new(&mut pages, layout.size());
     let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?;
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
+    // Every page goes back to the object before anyone sees it.
+    drop(sink);
     Ok(Snapshot {
         object,
         size: layout.size(),

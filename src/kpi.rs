@@ -181,65 +181,83 @@ impl VmObject {
     }
 }
 
-/// Writing a new object in place: its pages, grabbed one at a time.
+/// Writing a new object in place: its pages, grabbed and given back in runs.
 impl VmObject {
-    /// Page `index` of the object, for writing through the kernel's direct map.
-    /// [`Error::Invalid`] when the page is past the object or already written.
-    pub fn grab_page(&self, index: u64) -> Result<ObjectPage<'_>> {
-        let mut va: *mut c_void = core::ptr::null_mut();
-        // SAFETY: the object is alive (we hold a reference); va is a valid out
-        // pointer.
-        let m = unsafe { sys::kpi_object_page_grab(self.0.as_ptr(), index, &mut va) };
-        let m = NonNull::new(m).ok_or(Error::Invalid)?;
-        match NonNull::new(va.cast::<u8>()) {
-            Some(va) => Ok(ObjectPage {
-                m,
-                va,
-                _object: PhantomData,
-            }),
-            None => {
-                // SAFETY: m was just grabbed and is given back once; nothing written.
-                unsafe { sys::kpi_object_page_release(m.as_ptr(), 0) };
-                Err(Error::Invalid)
+    /// Pages `first..` of the object (at most `out.len()`), for writing through the
+    /// kernel's direct map: how many were grabbed (at least 1). [`Error::Invalid`]
+    /// when `first` is past the object or already written.
+    pub fn grab_pages(&self, first: u64, out: &mut [(PageHandle, NonNull<u8>)]) -> Result<usize> {
+        const RUN: usize = crate::snapshot::BATCH;
+        let mut m = [core::ptr::null_mut::<sys::vm_page>(); RUN];
+        let mut va = [core::ptr::null_mut::<c_void>(); RUN];
+        let count = out.len().min(RUN);
+        let count32 = i32::try_from(count).map_err(|_| Error::Invalid)?;
+        // SAFETY: the object is alive (we hold a reference); m and va have room
+        // for count entries.
+        let n = unsafe {
+            sys::kpi_object_pages_grab(
+                self.0.as_ptr(),
+                first,
+                count32,
+                m.as_mut_ptr(),
+                va.as_mut_ptr(),
+            )
+        };
+        let n = usize::try_from(n).unwrap_or(0).min(count);
+        let mut got = 0usize;
+        for ((dst, &page), &addr) in out.iter_mut().zip(&m).zip(&va).take(n) {
+            match (NonNull::new(page), NonNull::new(addr.cast::<u8>())) {
+                (Some(page), Some(addr)) => {
+                    *dst = (PageHandle(page.as_ptr()), addr);
+                    got = got.saturating_add(1);
+                }
+                _ => break,
             }
         }
-    }
-}
-
-/// A page of a [`VmObject`] held for writing (busied and wired); given back with
-/// [`ObjectPage::release`], or as not written when dropped.
-pub struct ObjectPage<'o> {
-    m: NonNull<sys::vm_page>,
-    va: NonNull<u8>,
-    /// The object holds the page; our reference keeps the object.
-    _object: PhantomData<&'o VmObject>,
-}
-
-impl ObjectPage<'_> {
-    /// The page's bytes, through the direct map.
-    pub fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: kpi_object_page_grab gave the direct-map address of a page of
-        // KPI_PAGE_SIZE bytes that stays put (wired) and that nobody else touches
-        // (exclusive busy, object not mapped yet) until we release it, which takes
-        // self; &mut self makes this slice the only reference.
-        unsafe { core::slice::from_raw_parts_mut(self.va.as_ptr(), sys::KPI_PAGE_SIZE as usize) }
+        if got < n {
+            // Not what the shim promises; give everything back unwritten.
+            let n32 = i32::try_from(n).unwrap_or(0);
+            // SAFETY: the n pages were just grabbed and are given back once.
+            unsafe { sys::kpi_object_pages_release(m.as_ptr(), n32, 0) };
+            return Err(Error::Invalid);
+        }
+        if got == 0 {
+            return Err(Error::Invalid);
+        }
+        Ok(got)
     }
 
-    /// Gives the page back: valid and dirty when `written` (every byte of it was),
+    /// Gives pages back: valid and dirty when `written` (every byte of each was),
     /// else invalid.
-    pub fn release(self, written: bool) {
-        let m = self.m;
-        core::mem::forget(self);
-        // SAFETY: m was grabbed by kpi_object_page_grab and is given back once
-        // (self is consumed, its Drop skipped).
-        unsafe { sys::kpi_object_page_release(m.as_ptr(), i32::from(written)) };
+    ///
+    /// # Safety
+    /// Each page came from [`VmObject::grab_pages`] and is given back once.
+    pub unsafe fn release_pages(pages: &[PageHandle], written: bool) {
+        let Ok(count) = i32::try_from(pages.len()) else {
+            return;
+        };
+        // SAFETY: PageHandle is a transparent *mut vm_page, so the slice is an
+        // array of count page pointers; each grabbed and given back once
+        // (contract).
+        unsafe {
+            sys::kpi_object_pages_release(
+                pages.as_ptr().cast::<*mut sys::vm_page>(),
+                count,
+                i32::from(written),
+            )
+        };
     }
 }
 
-impl Drop for ObjectPage<'_> {
-    fn drop(&mut self) {
-        // SAFETY: as in release; drop runs once.
-        unsafe { sys::kpi_object_page_release(self.m.as_ptr(), 0) };
+/// A page of a [`VmObject`] held for writing (busied and wired), as the kernel
+/// identifies it; null only as a placeholder.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct PageHandle(*mut sys::vm_page);
+
+impl Default for PageHandle {
+    fn default() -> Self {
+        PageHandle(core::ptr::null_mut())
     }
 }
 

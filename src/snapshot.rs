@@ -169,6 +169,206 @@ impl<'a> Sink for SliceSink<'a> {
     }
 }
 
+/// Pages handed out a run at a time, as a VM object gives them (the kernel's
+/// [`Sink`] through [`Batched`]).
+///
+/// # Safety
+/// `grab` fills `out[..n]` (and returns `n`, at least 1 on success) with the pages
+/// `first..first + n`, each with an address valid for writes of `page_size()` bytes
+/// that nothing else reads or writes until the page is given to `release`.
+pub unsafe trait PageRuns {
+    type Handle: Copy + Default;
+    fn page_size(&self) -> usize;
+    /// Pages `first..` (at most `out.len()`), for writing; it may give fewer, never
+    /// a page already written.
+    fn grab(&mut self, first: u64, out: &mut [(Self::Handle, NonNull<u8>)]) -> Result<usize>;
+    /// Gives pages back: `complete` when every byte of each was written.
+    ///
+    /// # Safety
+    /// Each page came from `grab` and is given back once.
+    unsafe fn release(&mut self, pages: &[Self::Handle], complete: bool);
+}
+
+/// Pages grabbed ahead at once, and pages given back at once.
+pub const BATCH: usize = 16;
+/// Pages grabbed ahead and not asked for yet, at most.
+const AHEAD: usize = 2 * BATCH;
+
+/// A page grabbed ahead: its index, the kernel's handle, its address.
+type Ahead<H> = (u64, H, NonNull<u8>);
+
+/// A [`Sink`] over [`PageRuns`] that asks for pages and gives them back in runs of
+/// up to [`BATCH`], so that a snapshot costs the kernel two calls per run instead of
+/// two per page. A run never includes a page the writer holds, or one grabbed ahead
+/// or waiting to go back (which would deadlock on its busy state).
+pub struct Batched<'r, R: PageRuns> {
+    runs: &'r mut R,
+    /// The object's pages.
+    pages: u64,
+    ahead: [Option<Ahead<R::Handle>>; AHEAD],
+    /// Indices of the pages handed out to the writer.
+    out: [Option<u64>; HELD_PAGES],
+    /// Complete pages given back by the writer, waiting for one release.
+    done: [Option<(u64, R::Handle)>; BATCH],
+}
+
+impl<'r, R: PageRuns> Batched<'r, R> {
+    /// Pages of an object of `size` bytes.
+    pub fn new(runs: &'r mut R, size: u64) -> Self {
+        let page = u64::try_from(runs.page_size()).unwrap_or(0).max(1);
+        Batched {
+            pages: size.div_ceil(page),
+            runs,
+            ahead: [None; AHEAD],
+            out: [None; HELD_PAGES],
+            done: [None; BATCH],
+        }
+    }
+
+    /// The first page after `index` that is somewhere here (handed out, grabbed
+    /// ahead or waiting to go back), or u64::MAX.
+    fn next_busy(&self, index: u64) -> u64 {
+        let out = self.out.iter().flatten().copied();
+        let ahead = self.ahead.iter().flatten().map(|a| a.0);
+        let done = self.done.iter().flatten().map(|d| d.0);
+        out.chain(ahead)
+            .chain(done)
+            .filter(|&i| i > index)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Gives the waiting pages back, complete, in one call.
+    fn flush(&mut self) {
+        let mut list = [R::Handle::default(); BATCH];
+        let mut n = 0usize;
+        for (dst, (_, h)) in list
+            .iter_mut()
+            .zip(self.done.iter_mut().filter_map(Option::take))
+        {
+            *dst = h;
+            n = n.saturating_add(1);
+        }
+        if let Some(pages) = list.get(..n).filter(|p| !p.is_empty()) {
+            // SAFETY: pages the writer gave back, taken out of `done` above: from
+            // grab, given back once.
+            unsafe { self.runs.release(pages, true) };
+        }
+    }
+}
+
+/// A page of a [`Batched`] sink.
+pub struct RunPage<'r, H> {
+    index: u64,
+    handle: H,
+    va: NonNull<u8>,
+    len: usize,
+    _runs: PhantomData<&'r mut ()>,
+}
+
+impl<H> Page for RunPage<'_, H> {
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: PageRuns::grab's contract: len (the page size) bytes at va, for
+        // nobody else until released; the Batched sink hands each page out once
+        // until the writer gives it back, and &mut self makes this slice unique.
+        unsafe { core::slice::from_raw_parts_mut(self.va.as_ptr(), self.len) }
+    }
+}
+
+impl<'r, R: PageRuns> Sink for Batched<'r, R> {
+    type Page = RunPage<'r, R::Handle>;
+
+    fn page_size(&self) -> usize {
+        self.runs.page_size()
+    }
+
+    fn grab(&mut self, index: u64) -> Result<RunPage<'r, R::Handle>> {
+        let out = self
+            .out
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Error::Invalid)?;
+        if self.out.contains(&Some(index)) || index >= self.pages {
+            return Err(Error::Invalid);
+        }
+        let len = self.runs.page_size();
+        let found = self
+            .ahead
+            .iter_mut()
+            .find(|a| a.is_some_and(|a| a.0 == index))
+            .and_then(Option::take);
+        let (handle, va) = match found {
+            Some((_, handle, va)) => (handle, va),
+            None => {
+                if self.done.iter().flatten().any(|d| d.0 == index) {
+                    return Err(Error::Invalid);
+                }
+                // This page and those after it that are nowhere here, as many as
+                // there is room for ahead.
+                let room = self.ahead.iter().filter(|a| a.is_none()).count();
+                let stop = self.next_busy(index).min(self.pages);
+                let count = usize::try_from(stop.saturating_sub(index))
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, BATCH.min(room.saturating_add(1)));
+                let mut got = [(R::Handle::default(), NonNull::dangling()); BATCH];
+                let run = got.get_mut(..count).ok_or(Error::Invalid)?;
+                let n = self.runs.grab(index, run)?;
+                let mut pages = run.iter().take(n).copied();
+                let Some(first) = pages.next() else {
+                    return Err(Error::Invalid);
+                };
+                for (k, (h, va)) in pages.enumerate() {
+                    let at = index.saturating_add(k as u64).saturating_add(1);
+                    match self.ahead.iter_mut().find(|a| a.is_none()) {
+                        Some(slot) => *slot = Some((at, h, va)),
+                        // SAFETY: just grabbed, given back once (no room to keep it).
+                        None => unsafe { self.runs.release(&[h], false) },
+                    }
+                }
+                first
+            }
+        };
+        if let Some(slot) = self.out.get_mut(out) {
+            *slot = Some(index);
+        }
+        Ok(RunPage {
+            index,
+            handle,
+            va,
+            len,
+            _runs: PhantomData,
+        })
+    }
+
+    fn release(&mut self, page: RunPage<'r, R::Handle>, complete: bool) {
+        if let Some(slot) = self.out.iter_mut().find(|o| **o == Some(page.index)) {
+            *slot = None;
+        }
+        if !complete {
+            // SAFETY: a page handed out by grab, given back by the writer once.
+            unsafe { self.runs.release(&[page.handle], false) };
+            return;
+        }
+        if self.done.iter().all(Option::is_some) {
+            self.flush();
+        }
+        if let Some(slot) = self.done.iter_mut().find(|d| d.is_none()) {
+            *slot = Some((page.index, page.handle));
+        }
+    }
+}
+
+impl<R: PageRuns> Drop for Batched<'_, R> {
+    fn drop(&mut self) {
+        self.flush();
+        // Grabbed ahead and never asked for (only after a failed attempt).
+        for (_, h, _) in self.ahead.iter_mut().filter_map(Option::take) {
+            // SAFETY: grabbed ahead, never handed out, taken out of `ahead` here.
+            unsafe { self.runs.release(&[h], false) };
+        }
+    }
+}
+
 /// Section indices of the snapshot.
 pub const SHDR_SYMTAB: u16 = 1;
 pub const SHDR_STRTAB: u16 = 2;
@@ -677,13 +877,13 @@ impl<'w, S: Sink> Writer<'w, S> {
                 return Err(Error::Changed);
             }
             let (slot, span) = self.window.span(pos, end)?;
-            // Whole symbols straight into the page: first how many of this kind fit,
-            // then one tight loop over them, errors gathered rather than branched on.
-            // As many as fit, taken to be of this kind (as in an ELF table, whose
-            // locals come first). A module's are counted first (each costs the
-            // linker a call); the kernel's are checked on the way, and when one is
-            // not of this kind, the run ends before it, and what was written from
-            // it on is not counted (the cursor does not pass it) and is overwritten.
+            // Whole symbols straight into the page, in one tight loop, errors
+            // gathered rather than branched on: as many as fit, taken to be of this
+            // kind (as in an ELF table, whose locals come first). A module's are
+            // counted first (each costs the linker a call); the kernel's are checked
+            // on the way, and when one is not of this kind, the run ends before it,
+            // and what was written from it on is not counted (the cursor does not
+            // pass it) and gets overwritten.
             let fit = span.len() / SYM_SIZE as usize;
             let mut run = rest.get(..fit.min(rest.len())).unwrap_or_default();
             if MODULE {

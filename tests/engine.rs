@@ -324,6 +324,117 @@ fn every_byte_written_exactly_once() {
     }
 }
 
+/// A VM object's pages as `Batched` sees them, refusing what the kernel would not do:
+/// a page grabbed while busy (a deadlock), a page released twice or not grabbed.
+struct Runs {
+    page: usize,
+    data: Vec<u8>,
+    /// Per page: 0 never grabbed, 1 busy, 2 written, 3 given back unwritten.
+    state: Vec<u8>,
+    grabs: usize,
+    releases: usize,
+}
+
+// SAFETY: each page handed out is `page` bytes inside `data`, which is neither
+// resized nor touched otherwise while pages are out.
+unsafe impl snapshot::PageRuns for Runs {
+    type Handle = usize;
+
+    fn page_size(&self) -> usize {
+        self.page
+    }
+
+    fn grab(&mut self, first: u64, out: &mut [(usize, std::ptr::NonNull<u8>)]) -> Result<usize> {
+        self.grabs += 1;
+        let mut n = 0;
+        while n < out.len() && first as usize + n < self.state.len() {
+            let i = first as usize + n;
+            assert_ne!(self.state[i], 1, "page {i} grabbed while busy");
+            if self.state[i] == 2 {
+                break;
+            }
+            self.state[i] = 1;
+            let va = std::ptr::NonNull::new(self.data[i * self.page..].as_mut_ptr()).unwrap();
+            out[n] = (i, va);
+            n += 1;
+        }
+        if n == 0 {
+            Err(Error::Invalid)
+        } else {
+            Ok(n)
+        }
+    }
+
+    unsafe fn release(&mut self, pages: &[usize], complete: bool) {
+        self.releases += 1;
+        for &i in pages {
+            assert_eq!(self.state[i], 1, "page {i} released but not held");
+            self.state[i] = if complete { 2 } else { 3 };
+        }
+    }
+}
+
+/// Pages in runs (the kernel's way): the same bytes as page by page, every page
+/// grabbed once and written, and far fewer calls than pages.
+#[test]
+fn batched_pages_give_the_same_bytes_in_few_calls() {
+    for files in [inputs().files.clone(), large_set()] {
+        for page in [7usize, 24, 4096] {
+            let layout = snapshot::census(&files).unwrap().layout().unwrap();
+            let size = layout.size() as usize;
+            let pages = size.div_ceil(page);
+            let mut runs = Runs {
+                page,
+                data: vec![0xa5; pages * page],
+                state: vec![0; pages],
+                grabs: 0,
+                releases: 0,
+            };
+            {
+                let mut sink = snapshot::Batched::new(&mut runs, layout.size());
+                snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink).unwrap();
+            }
+            assert!(
+                runs.state.iter().all(|&s| s == 2),
+                "page {page}: a page not written"
+            );
+            assert_eq!(runs.data[..size], build_with(&files, page).unwrap()[..]);
+            assert!(runs.data[size..].iter().all(|&b| b == 0), "tail not zeroed");
+            assert!(
+                runs.grabs + runs.releases <= pages.div_ceil(4),
+                "page {page}: {} grabs and {} releases for {pages} pages",
+                runs.grabs,
+                runs.releases
+            );
+        }
+    }
+}
+
+/// A write that fails half-way gives every page back, none of them as written
+/// after the failure, and grabs no page twice.
+#[test]
+fn batched_pages_all_go_back_after_a_failure() {
+    let files = &inputs().files;
+    let mut changed = files.clone();
+    changed.pop();
+    let layout = snapshot::census(files).unwrap().layout().unwrap();
+    let pages = (layout.size() as usize).div_ceil(64);
+    let mut runs = Runs {
+        page: 64,
+        data: vec![0xa5; pages * 64],
+        state: vec![0; pages],
+        grabs: 0,
+        releases: 0,
+    };
+    {
+        let mut sink = snapshot::Batched::new(&mut runs, layout.size());
+        let r = snapshot::write(&changed, layout, &FREEBSD_AMD64, &mut sink);
+        assert_eq!(r, Err(Error::Changed));
+    }
+    assert!(runs.state.iter().all(|&s| s != 1), "a page left busy");
+    assert!(runs.state.contains(&3), "no page given back unwritten");
+}
+
 #[test]
 fn page_size_does_not_change_the_bytes() {
     for files in [inputs().files.clone(), large_set()] {

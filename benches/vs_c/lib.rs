@@ -10,8 +10,8 @@
 //! - an object write (uiomove_object of a kernel buffer): one call, and one page
 //!   visit per page it touches; a page touched for the first time is allocated and
 //!   zero-filled (vm_page_grab_valid on a fresh swap object zeroes it);
-//! - a page grab (kpi_object_page_grab): one call and one page visit, the page
-//!   allocated but not zeroed; its release: one call;
+//! - a run of page grabs (kpi_object_pages_grab): one call, and per page one visit
+//!   and one allocation, no zeroing; a run of releases: one call;
 //! - a symbol value (LINKER_SYMBOL_VALUES): one indirect call, as kobj dispatches it.
 
 // Shared with the tests, which use more of it; its Rng::next is not an Iterator's.
@@ -21,11 +21,12 @@ mod files;
 
 pub use files::{Rng, SimFile};
 use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
-use ksyms::snapshot::{Census, LinkerFile, Page, Sink, SlicePage, SliceSink, Writer, PAGE_SIZE};
+use ksyms::snapshot::{Batched, Census, LinkerFile, PageRuns, Writer, PAGE_SIZE};
 use ksyms::{Error, Result};
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::hint::black_box;
+use std::ptr::NonNull;
 use std::time::Instant;
 
 /// What a service costs beyond the bytes it copies, in nanoseconds.
@@ -74,8 +75,10 @@ pub struct Counts {
     pub symbol_values: u64,
     /// uiomove_object writes.
     pub object_writes: u64,
-    /// Pages grabbed (and released) for writing in place.
+    /// Pages grabbed for writing in place, and the calls that gave them back.
+    pub grab_calls: u64,
     pub page_grabs: u64,
+    pub page_releases: u64,
     /// Page visits of object writes and grabs.
     pub page_visits: u64,
     /// Bytes copied into a staging buffer.
@@ -206,32 +209,54 @@ impl Kernel {
     }
 }
 
-/// Our sink on the model: kpi_object_page_grab / kpi_object_page_release.
-struct PageSink<'k> {
+/// Our pages on the model: kpi_object_pages_grab / kpi_object_pages_release, used
+/// through the engine's `Batched` sink as src/device.rs uses them.
+struct ObjectPages<'k> {
     kernel: &'k Kernel,
-    pages: SliceSink<'k>,
+    data: *mut u8,
 }
 
-impl<'k> Sink for PageSink<'k> {
-    type Page = SlicePage<'k>;
+// SAFETY: each page handed out is PAGE_SIZE bytes of the kernel's object buffer,
+// borrowed for the build (ours() holds the RefCell borrow), and given out once.
+unsafe impl PageRuns for ObjectPages<'_> {
+    type Handle = usize;
+
     fn page_size(&self) -> usize {
         PAGE_SIZE
     }
-    fn grab(&mut self, index: u64) -> Result<SlicePage<'k>> {
+
+    fn grab(&mut self, first: u64, out: &mut [(usize, NonNull<u8>)]) -> Result<usize> {
         let k = self.kernel;
         k.spin.cost(k.costs.call_ns);
-        k.count(|c| c.page_grabs += 1);
-        k.visit(index as usize);
-        self.pages.grab(index)
-    }
-    fn release(&mut self, mut page: SlicePage<'k>, complete: bool) {
-        let k = self.kernel;
-        k.spin.cost(k.costs.call_ns);
-        if complete {
-            let n = page.bytes().len() as u64;
-            k.count(|c| c.copied += n);
+        k.count(|c| c.grab_calls += 1);
+        let pages = k.created.borrow().len();
+        let mut n = 0;
+        for (slot, index) in out.iter_mut().zip(first as usize..pages) {
+            if k.created.borrow()[index] {
+                // The shim stops at a page already written.
+                break;
+            }
+            k.visit(index);
+            // SAFETY: index < pages, inside the object's buffer.
+            let va = unsafe { self.data.add(index * PAGE_SIZE) };
+            *slot = (index, NonNull::new(va).ok_or(Error::Invalid)?);
+            n += 1;
         }
-        self.pages.release(page, complete);
+        k.count(|c| c.page_grabs += n as u64);
+        if n == 0 {
+            Err(Error::Invalid)
+        } else {
+            Ok(n)
+        }
+    }
+
+    unsafe fn release(&mut self, pages: &[usize], complete: bool) {
+        let k = self.kernel;
+        k.spin.cost(k.costs.call_ns);
+        k.count(|c| c.page_releases += 1);
+        if complete {
+            k.count(|c| c.copied += (pages.len() * PAGE_SIZE) as u64);
+        }
     }
 }
 
@@ -309,13 +334,16 @@ pub fn ours(k: &Kernel) -> Result<u64> {
         let layout = census.layout()?;
         k.object_alloc(layout.size());
         let mut data = k.data.borrow_mut();
-        let mut sink = PageSink {
+        let mut pages = ObjectPages {
             kernel: k,
-            pages: SliceSink::new(&mut data[..]),
+            data: data.as_mut_ptr(),
         };
+        let mut sink = Batched::new(&mut pages, layout.size());
         let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?;
         k.foreach(|f| writer.add(&View { file: f, resolve }))?;
-        match writer.finish() {
+        let done = writer.finish();
+        drop(sink);
+        match done {
             Err(Error::Changed) => continue,
             r => return r.map(|l| l.size()),
         }

@@ -66,8 +66,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn show(what: &str, c: &Counts) {
     println!(
-        "    {what:<5} walks {:>2}  symbol values {:>6}  object writes {:>5}  page grabs {:>5}  page visits {:>5}  bytes staged {:>8}  copied {:>8}  zeroed {:>8}",
-        c.walks, c.symbol_values, c.object_writes, c.page_grabs, c.page_visits, c.staged, c.copied, c.zeroed
+        "    {what:<5} walks {:>2}  symbol values {:>6}  object writes {:>4}  grab calls {:>4} (pages {:>5})  release calls {:>4}  page visits {:>5}  bytes staged {:>8}  copied {:>8}  zeroed {:>8}",
+        c.walks, c.symbol_values, c.object_writes, c.grab_calls, c.page_grabs, c.page_releases, c.page_visits, c.staged, c.copied, c.zeroed
     );
 }
 
@@ -96,13 +96,18 @@ fn main() {
         assert_eq!(c(&k).expect("C"), size);
         let c_counts = k.take_counts();
         let (mut t_ours, mut t_c) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            let t = Instant::now();
-            ours(&k).expect("ours");
-            t_ours.push(t.elapsed());
-            let t = Instant::now();
-            c(&k).expect("C");
-            t_c.push(t.elapsed());
+        // Alternate which goes first, so that neither always follows the other.
+        for round in 0..rounds {
+            for turn in 0..2 {
+                let t = Instant::now();
+                if (round + turn) % 2 == 0 {
+                    ours(&k).expect("ours");
+                    t_ours.push(t.elapsed());
+                } else {
+                    c(&k).expect("C");
+                    t_c.push(t.elapsed());
+                }
+            }
         }
         let (o, cc) = (median(t_ours), median(t_c));
         let symbols: usize = scale.kernel + scale.modules * scale.module_symbols;

@@ -103,7 +103,7 @@ impl Kind {
         match self {
             Kind::Malloc | Kind::ObjectAlloc | Kind::MapObject => ENOMEM,
             Kind::ObjectRead => EFAULT,
-            // NULL from kpi_object_page_grab: a page past the object or written.
+            // No page from kpi_object_pages_grab: past the object or written.
             Kind::PageGrab => EINVAL,
             // devfs_set_cdevpriv can only fail with EBUSY.
             Kind::SetCdevpriv => EBUSY,
@@ -283,7 +283,7 @@ struct FileObj {
 struct Obj {
     refs: u64,
     data: Vec<u8>,
-    /// Per page: written through kpi_object_page_release (a page never written
+    /// Per page: written through kpi_object_pages_release (a page never written
     /// reads as zeros, as a fresh anonymous page does).
     valid: Vec<bool>,
     /// Pages grabbed and not released yet.
@@ -319,7 +319,7 @@ struct World {
     next_fp: u64,
     objects: BTreeMap<u64, Obj>,
     dead_objects: u64,
-    /// Pages grabbed by kpi_object_page_grab and not released yet.
+    /// Pages grabbed by kpi_object_pages_grab and not released yet.
     pages: BTreeMap<u64, SimPage>,
     next_page: u64,
     next_obj: u64,
@@ -926,6 +926,12 @@ pub extern "C" fn kpi_object_read(
         let Some(id) = w.obj(obj, "kpi_object_read") else {
             return EINVAL;
         };
+        if w.objects[&id].busy > 0 {
+            violation(
+                w,
+                format!("kpi_object_read: VM object {id} read with pages still busy"),
+            );
+        }
         let data = &w.objects.get(&id).unwrap().data;
         if obj_size > data.len() as u64 || uio.offset < 0 {
             let msg = format!(
@@ -951,7 +957,7 @@ pub extern "C" fn kpi_object_read(
     })
 }
 
-/// A page held through kpi_object_page_grab: its own buffer, filled with garbage
+/// A page held through kpi_object_pages_grab: its own buffer, filled with garbage
 /// (a page is not zeroed), copied into the object when released as written.
 struct SimPage {
     obj: u64,
@@ -963,98 +969,116 @@ struct SimPage {
 const GARBAGE: u8 = 0xa5;
 
 #[no_mangle]
-pub extern "C" fn kpi_object_page_grab(
+pub extern "C" fn kpi_object_pages_grab(
     obj: *mut sys::vm_object,
     pindex: u64,
+    count: c_int,
+    m: *mut *mut sys::vm_page,
     va: *mut *mut c_void,
-) -> *mut sys::vm_page {
+) -> c_int {
     let _nu = NoUnwind::new();
     if bump(Kind::PageGrab) {
-        return std::ptr::null_mut();
+        return 0;
     }
     with(|w| {
-        let Some(id) = w.obj(obj, "kpi_object_page_grab") else {
-            return std::ptr::null_mut();
+        let Some(id) = w.obj(obj, "kpi_object_pages_grab") else {
+            return 0;
         };
         let o = w.objects.get(&id).unwrap();
         let pages = o.valid.len() as u64;
         let mapped = o.mapped;
-        if va.is_null() {
-            violation(w, "kpi_object_page_grab with a NULL out pointer".into());
-            return std::ptr::null_mut();
+        if m.is_null() || va.is_null() || count <= 0 {
+            violation(
+                w,
+                format!("kpi_object_pages_grab: NULL arrays or count {count}"),
+            );
+            return 0;
         }
         if mapped {
             violation(
                 w,
-                format!("kpi_object_page_grab: VM object {id} written after it was mapped"),
+                format!("kpi_object_pages_grab: VM object {id} written after it was mapped"),
             );
         }
-        if pindex >= pages {
-            violation(
-                w,
-                format!("kpi_object_page_grab: page {pindex} past VM object {id} of {pages} pages"),
+        let mut n = 0usize;
+        while n < count as usize && pindex + (n as u64) < pages {
+            let index = (pindex + n as u64) as usize;
+            if w.pages.values().any(|p| p.obj == id && p.index == index) {
+                // vm_page_grab would sleep on our own busy page forever.
+                violation(
+                    w,
+                    format!(
+                        "kpi_object_pages_grab: page {index} of VM object {id} grabbed while held"
+                    ),
+                );
+                break;
+            }
+            if w.objects[&id].valid[index] {
+                // The shim stops at a page already written.
+                break;
+            }
+            let mut buf = vec![GARBAGE; PAGE as usize].into_boxed_slice();
+            let handle = w.next_page;
+            w.next_page += 1;
+            // SAFETY: the device passes arrays of `count` entries; n < count.
+            unsafe {
+                va.add(n).write(buf.as_mut_ptr().cast());
+                m.add(n)
+                    .write(encode(TAG_PAGE, handle) as *mut sys::vm_page);
+            }
+            w.objects.get_mut(&id).unwrap().busy += 1;
+            w.pages.insert(
+                handle,
+                SimPage {
+                    obj: id,
+                    index,
+                    buf,
+                },
             );
-            return std::ptr::null_mut();
+            n += 1;
         }
-        let index = pindex as usize;
-        if w.pages.values().any(|p| p.obj == id && p.index == index) {
-            // vm_page_grab would sleep on our own busy page forever.
-            violation(
-                w,
-                format!("kpi_object_page_grab: page {pindex} of VM object {id} grabbed twice"),
-            );
-            return std::ptr::null_mut();
-        }
-        if w.objects[&id].valid[index] {
-            // The shim refuses a page already written.
-            violation(
-                w,
-                format!("kpi_object_page_grab: page {pindex} of VM object {id} written before"),
-            );
-            return std::ptr::null_mut();
-        }
-        let mut buf = vec![GARBAGE; PAGE as usize].into_boxed_slice();
-        let handle = w.next_page;
-        w.next_page += 1;
-        // SAFETY: checked non-null above; the device passes a valid out pointer.
-        unsafe { va.write(buf.as_mut_ptr().cast()) };
-        w.objects.get_mut(&id).unwrap().busy += 1;
-        w.pages.insert(
-            handle,
-            SimPage {
-                obj: id,
-                index,
-                buf,
-            },
-        );
-        encode(TAG_PAGE, handle) as *mut sys::vm_page
+        n as c_int
     })
 }
 
 #[no_mangle]
-pub extern "C" fn kpi_object_page_release(m: *mut sys::vm_page, written: c_int) {
+pub extern "C" fn kpi_object_pages_release(
+    m: *const *mut sys::vm_page,
+    count: c_int,
+    written: c_int,
+) {
     let _nu = NoUnwind::new();
     bump(Kind::PageRelease);
-    with(|w| {
-        let page = decode(TAG_PAGE, m as usize).and_then(|h| w.pages.remove(&h));
-        let Some(page) = page else {
-            violation(
-                w,
-                format!("kpi_object_page_release: {m:?} is not a grabbed page"),
-            );
-            return;
-        };
-        let Some(o) = w.objects.get_mut(&page.obj) else {
-            violation(w, "kpi_object_page_release: its VM object is gone".into());
-            return;
-        };
-        o.busy -= 1;
-        if written != 0 {
-            let at = page.index * PAGE as usize;
-            o.data[at..at + PAGE as usize].copy_from_slice(&page.buf);
-            o.valid[page.index] = true;
-        }
-    })
+    if m.is_null() || count <= 0 {
+        report(format!(
+            "kpi_object_pages_release: NULL array or count {count}"
+        ));
+        return;
+    }
+    for i in 0..count as usize {
+        // SAFETY: the device passes an array of `count` page pointers.
+        let page = unsafe { m.add(i).read() };
+        with(|w| {
+            let held = decode(TAG_PAGE, page as usize).and_then(|h| w.pages.remove(&h));
+            let Some(held) = held else {
+                violation(
+                    w,
+                    format!("kpi_object_pages_release: {page:?} is not a grabbed page"),
+                );
+                return;
+            };
+            let Some(o) = w.objects.get_mut(&held.obj) else {
+                violation(w, "kpi_object_pages_release: its VM object is gone".into());
+                return;
+            };
+            o.busy -= 1;
+            if written != 0 {
+                let at = held.index * PAGE as usize;
+                o.data[at..at + PAGE as usize].copy_from_slice(&held.buf);
+                o.valid[held.index] = true;
+            }
+        })
+    }
 }
 
 #[no_mangle]
@@ -1106,6 +1130,12 @@ pub extern "C" fn kpi_map_object(obj: *mut sys::vm_object, size: u64, uaddr: *mu
                 format!("kpi_map_object: {size} bytes of a smaller object {id}"),
             );
             return EINVAL;
+        }
+        if w.objects[&id].busy > 0 {
+            violation(
+                w,
+                format!("kpi_map_object: VM object {id} mapped with pages still busy"),
+            );
         }
         let Some(addr) = w.place(pid, len) else {
             return ENOMEM;
@@ -1248,7 +1278,7 @@ fn _signatures_match_bindings() {
         kpi_lf_id(_); kpi_symtab_get(_, _); kpi_strtab_get(_, _); kpi_symbol_value(_, _, _);
         kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
         kpi_object_read(_, _, _); kpi_uio_offset(_);
-        kpi_object_page_grab(_, _, _); kpi_object_page_release(_, _);
+        kpi_object_pages_grab(_, _, _, _, _); kpi_object_pages_release(_, _, _);
         kpi_curproc(); kpi_map_object(_, _, _); kpi_unmap_object(_, _, _, _);
         kpi_set_cdevpriv(_); kpi_get_cdevpriv(_); kpi_cache_enabled(); kpi_panic(_, _);
     }
