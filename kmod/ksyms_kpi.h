@@ -36,6 +36,7 @@ struct linker_file;
 struct proc;
 struct uio;
 struct vm_object;
+struct vm_page;
 
 /* Open flags (sys/fcntl.h) and protections (sys/mman.h), the kernel's. */
 #define	KPI_FREAD	0x0001
@@ -107,23 +108,37 @@ struct vm_object *kpi_object_alloc(uint64_t size);
 void	 kpi_object_ref(struct vm_object *obj);
 void	 kpi_object_release(struct vm_object *obj);
 /*
- * Copies len bytes from the kernel buffer buf into obj at byte offset off
- * (uiomove_object on a UIO_SYSSPACE uio); obj_size bounds the object, and
- * off + len <= obj_size <= KPI_OBJECT_MAX. errno.
- */
-int	 kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
-	    const void *buf, size_t len);
-/*
  * uiomove_object(obj, obj_size, uio): copies from obj at uio's offset (not
  * negative) to the caller's buffers, stopping at obj_size (at most
  * KPI_OBJECT_MAX). errno.
  */
 int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio);
+/*
+ * Writing a new object in place (one copy, no uio): pages pindex.. of obj, up
+ * to count of them, stopping at the object's end or at a page that already
+ * holds data; each allocated now (not zeroed), exclusive-busied and wired,
+ * with m[i] and va[i], its direct-map address (KPI_PAGE_SIZE writable bytes).
+ * Returns how many (0: pindex is past the object or holds data). Never called
+ * with obj mapped anywhere, nor for a page the caller holds.
+ */
+int	 kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
+	    struct vm_page **m, void **va);
+/*
+ * Gives back count pages of kpi_object_pages_grab: valid and dirty when
+ * written is non-zero (every byte of each was written), else left invalid
+ * (their garbage is never read and goes with the object); unbusied and
+ * unwired into the active queue, pageable like any anonymous page.
+ */
+void	 kpi_object_pages_release(struct vm_page *const *m, int count,
+	    int written);
 
 /* curthread->td_proc. */
 struct proc *kpi_curproc(void);
 
-/* PAGE_SIZE: mapping lengths and hints are multiples of it. */
+/*
+ * PAGE_SIZE: mapping lengths and hints are multiples of it, and it is the size
+ * of a page kpi_object_pages_grab gives.
+ */
 #define	KPI_PAGE_SIZE	4096
 
 /*

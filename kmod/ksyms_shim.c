@@ -174,38 +174,57 @@ kpi_object_release(struct vm_object *obj)
 }
 
 int
-kpi_object_write(struct vm_object *obj, uint64_t obj_size, uint64_t off,
-    const void *buf, size_t len)
-{
-	struct iovec iov;
-	struct uio uio;
-	int error;
-
-	KASSERT(obj_size <= KPI_OBJECT_MAX && off <= obj_size &&
-	    len <= obj_size - off, ("ksyms: write of %zu at %ju past %ju",
-	    len, (uintmax_t)off, (uintmax_t)obj_size));
-	iov.iov_base = __DECONST(void *, buf);
-	iov.iov_len = len;
-	uio.uio_iov = &iov;
-	uio.uio_iovcnt = 1;
-	uio.uio_offset = (off_t)off;
-	uio.uio_resid = len;
-	uio.uio_segflg = UIO_SYSSPACE;
-	uio.uio_rw = UIO_WRITE;
-	uio.uio_td = curthread;
-	error = uiomove_object(obj, (off_t)obj_size, &uio);
-	if (error == 0 && uio.uio_resid != 0)
-		error = EINVAL;
-	return (error);
-}
-
-int
 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio)
 {
 	KASSERT(obj_size <= KPI_OBJECT_MAX && uio->uio_offset >= 0,
 	    ("ksyms: read at %jd of %ju", (intmax_t)uio->uio_offset,
 	    (uintmax_t)obj_size));
 	return (uiomove_object(obj, (off_t)obj_size, uio));
+}
+
+/*
+ * Returns how many pages were grabbed. Not zeroed: the caller writes all of
+ * each before it becomes valid. Busied, so that nothing else touches them,
+ * and wired, so that they stay at their physical address, until
+ * kpi_object_pages_release. One object lock for the whole run.
+ */
+int
+kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
+    struct vm_page **m, void **va)
+{
+	vm_page_t p;
+	int i;
+
+	VM_OBJECT_WLOCK(obj);
+	for (i = 0; i < count && pindex + i < obj->size; i++) {
+		p = vm_page_grab(obj, pindex + i,
+		    VM_ALLOC_NORMAL | VM_ALLOC_WIRED);
+		if (!vm_page_none_valid(p)) {
+			/* Written before: not ours to write again. */
+			vm_page_xunbusy(p);
+			vm_page_unwire(p, PQ_ACTIVE);
+			break;
+		}
+		m[i] = p;
+		va[i] = (void *)PHYS_TO_DMAP(VM_PAGE_TO_PHYS(p));
+	}
+	VM_OBJECT_WUNLOCK(obj);
+	return (i);
+}
+
+void
+kpi_object_pages_release(struct vm_page *const *m, int count, int written)
+{
+	int i;
+
+	for (i = 0; i < count; i++) {
+		if (written) {
+			vm_page_valid(m[i]);
+			vm_page_set_dirty(m[i]);
+		}
+		vm_page_xunbusy(m[i]);
+		vm_page_unwire(m[i], PQ_ACTIVE);
+	}
 }
 
 struct proc *

@@ -91,11 +91,11 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::elf::{self, Elf64Sym};
+use crate::elf;
 use crate::error::{Error, Result};
-use crate::kpi::{self, Guard, KBox, Locked, LockedBy, Proc, Uio, VmObject};
+use crate::kpi::{self, Guard, KBox, Locked, LockedBy, PageHandle, Proc, Uio, VmObject};
 use crate::probe;
-use crate::snapshot::{Census, Sink, SnapshotLayout, Writer};
+use crate::snapshot::{Batched, Census, PageRuns, SnapshotLayout, Writer};
 
 /// Open flags and protections as the kernel passes them.
 pub const FWRITE: i32 = kpi::sys::KPI_FWRITE;
@@ -137,9 +137,6 @@ pub const ATTEMPTS: usize = 3;
 
 /// The running kernel's page size (the architecture table in `elf.rs`).
 pub const PAGE_SIZE: u64 = elf::NATIVE.page_size;
-
-/// Symbols staged between the linker's tables and the VM object (two runs of 128).
-const SCRATCH_SYMBOLS: usize = 256;
 
 /// The snapshot's VM object and size, as one open holds them.
 struct Snapshot {
@@ -465,11 +462,12 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
 }
 
 /// Builds a snapshot, retrying while the linker file set changes under the walks.
+/// The first attempt counts each file's locals as ELF orders them (locals first);
+/// later ones count every symbol, in case a table breaks that order.
 fn build() -> Result<Snapshot> {
-    let mut scratch = KBox::<[Elf64Sym; SCRATCH_SYMBOLS]>::try_zeroed()?;
     for attempt in (1u32..).take(ATTEMPTS) {
         probe::build_start(attempt);
-        let built = build_once(&mut scratch[..]);
+        let built = build_once(attempt > 1);
         probe::build_done(
             attempt,
             built
@@ -485,32 +483,50 @@ fn build() -> Result<Snapshot> {
     Err(Error::Changed)
 }
 
-/// A sink writing into a VM object.
-struct ObjectSink<'a> {
+const _: () = assert!(PAGE_SIZE == kpi::sys::KPI_PAGE_SIZE as u64);
+
+/// The pages of a new VM object, for the writer (through [`Batched`]).
+struct ObjectPages<'a> {
     object: &'a VmObject,
-    size: u64,
 }
 
-impl Sink for ObjectSink<'_> {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.object.write(self.size, offset, bytes)
+// SAFETY: kpi_object_pages_grab gives pages of KPI_PAGE_SIZE (PAGE_SIZE) bytes,
+// busied and wired, at their direct-map addresses, on an object nobody else uses
+// until the snapshot is published (after every page is released).
+unsafe impl PageRuns for ObjectPages<'_> {
+    type Handle = PageHandle;
+
+    fn page_size(&self) -> usize {
+        PAGE_SIZE as usize
+    }
+    fn grab(&mut self, first: u64, out: &mut [(PageHandle, NonNull<u8>)]) -> Result<usize> {
+        self.object.grab_pages(first, out)
+    }
+    unsafe fn release(&mut self, pages: &[PageHandle], complete: bool) {
+        // SAFETY: the caller's contract: pages from grab, each given back once.
+        unsafe { VmObject::release_pages(pages, complete) };
     }
 }
 
-/// One attempt: census walk, object, writing walk. The snapshot and its layout.
-fn build_once(scratch: &mut [Elf64Sym]) -> Result<(Snapshot, SnapshotLayout)> {
+/// One attempt: census walk (`exact`: reading every symbol), object, writing walk.
+/// The snapshot and its layout.
+fn build_once(exact: bool) -> Result<(Snapshot, SnapshotLayout)> {
     let mut census = Census::default();
-    kpi::foreach_linker_file(|file| census.add(file))?;
+    if exact {
+        kpi::foreach_linker_file(|file| census.add(file))?;
+    } else {
+        kpi::foreach_linker_file(|file| census.add_ordered(file))?;
+    }
     let layout = census.layout()?;
 
     let object = VmObject::alloc(layout.size())?;
-    let mut sink = ObjectSink {
-        object: &object,
-        size: layout.size(),
-    };
-    let mut writer = Writer::new(layout, elf::NATIVE, &mut sink, scratch)?;
+    let mut pages = ObjectPages { object: &object };
+    let mut sink = Batched::new(&mut pages, layout.size());
+    let mut writer = Writer::new(layout, elf::NATIVE, &mut sink)?;
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
+    // Every page goes back to the object before anyone sees it.
+    drop(sink);
     let size = layout.size();
     Ok((Snapshot { object, size }, layout))
 }

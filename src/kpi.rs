@@ -226,27 +226,6 @@ impl VmObject {
         self.0.as_ptr()
     }
 
-    /// Copies `bytes` into the object at `offset`; `size` bounds the object.
-    /// [`Error::Invalid`] unless `offset + bytes.len() <= size <= OBJECT_MAX`.
-    pub fn write(&self, size: u64, offset: u64, bytes: &[u8]) -> Result<()> {
-        let len = u64::try_from(bytes.len()).map_err(|_| Error::Invalid)?;
-        if size > OBJECT_MAX || offset > size || len > size - offset {
-            return Err(Error::Invalid);
-        }
-        // SAFETY: the object is alive (we hold a reference); bytes is a valid kernel
-        // buffer of bytes.len() bytes for the duration of the call; the range is
-        // inside size, within KPI_OBJECT_MAX (checked).
-        Error::check(unsafe {
-            sys::kpi_object_write(
-                self.0.as_ptr(),
-                size,
-                offset,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-            )
-        })
-    }
-
     /// Copies from the object to the caller's buffers described by `uio`;
     /// [`Error::Invalid`] for a negative offset or a `size` past [`OBJECT_MAX`].
     pub fn read(&self, size: u64, uio: &Uio) -> Result<()> {
@@ -256,6 +235,86 @@ impl VmObject {
         // SAFETY: the object is alive; uio is the live uio of the current read call;
         // its offset is not negative and size within KPI_OBJECT_MAX (checked).
         Error::check(unsafe { sys::kpi_object_read(self.0.as_ptr(), size, uio.uio.as_ptr()) })
+    }
+}
+
+/// Writing a new object in place: its pages, grabbed and given back in runs.
+impl VmObject {
+    /// Pages `first..` of the object (at most `out.len()`), for writing through the
+    /// kernel's direct map: how many were grabbed (at least 1). [`Error::Invalid`]
+    /// when `first` is past the object or already written.
+    pub fn grab_pages(&self, first: u64, out: &mut [(PageHandle, NonNull<u8>)]) -> Result<usize> {
+        const RUN: usize = crate::snapshot::BATCH;
+        let mut m = [core::ptr::null_mut::<sys::vm_page>(); RUN];
+        let mut va = [core::ptr::null_mut::<c_void>(); RUN];
+        let count = out.len().min(RUN);
+        let count32 = i32::try_from(count).map_err(|_| Error::Invalid)?;
+        // SAFETY: the object is alive (we hold a reference); m and va have room
+        // for count entries.
+        let n = unsafe {
+            sys::kpi_object_pages_grab(
+                self.0.as_ptr(),
+                first,
+                count32,
+                m.as_mut_ptr(),
+                va.as_mut_ptr(),
+            )
+        };
+        let n = usize::try_from(n).unwrap_or(0).min(count);
+        let mut got = 0usize;
+        for ((dst, &page), &addr) in out.iter_mut().zip(&m).zip(&va).take(n) {
+            match (NonNull::new(page), NonNull::new(addr.cast::<u8>())) {
+                (Some(page), Some(addr)) => {
+                    *dst = (PageHandle(page.as_ptr()), addr);
+                    got = got.saturating_add(1);
+                }
+                _ => break,
+            }
+        }
+        if got < n {
+            // Not what the shim promises; give everything back unwritten.
+            let n32 = i32::try_from(n).unwrap_or(0);
+            // SAFETY: the n pages were just grabbed and are given back once.
+            unsafe { sys::kpi_object_pages_release(m.as_ptr(), n32, 0) };
+            return Err(Error::Invalid);
+        }
+        if got == 0 {
+            return Err(Error::Invalid);
+        }
+        Ok(got)
+    }
+
+    /// Gives pages back: valid and dirty when `written` (every byte of each was),
+    /// else invalid.
+    ///
+    /// # Safety
+    /// Each page came from [`VmObject::grab_pages`] and is given back once.
+    pub unsafe fn release_pages(pages: &[PageHandle], written: bool) {
+        let Ok(count) = i32::try_from(pages.len()) else {
+            return;
+        };
+        // SAFETY: PageHandle is a transparent *mut vm_page, so the slice is an
+        // array of count page pointers; each grabbed and given back once
+        // (contract).
+        unsafe {
+            sys::kpi_object_pages_release(
+                pages.as_ptr().cast::<*mut sys::vm_page>(),
+                count,
+                i32::from(written),
+            )
+        };
+    }
+}
+
+/// A page of a [`VmObject`] held for writing (busied and wired), as the kernel
+/// identifies it; null only as a placeholder.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct PageHandle(*mut sys::vm_page);
+
+impl Default for PageHandle {
+    fn default() -> Self {
+        PageHandle(core::ptr::null_mut())
     }
 }
 

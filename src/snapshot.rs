@@ -3,7 +3,7 @@
 //! Building one takes two walks over the linker files. The first feeds a
 //! [`Census`] (how many symbols, how many of them local, how many string bytes),
 //! which gives the [`SnapshotLayout`]. The second feeds a [`Writer`], which emits the
-//! file into a [`Sink`] in bounded chunks. The writer never writes outside the
+//! file straight into the pages of a [`Sink`]. The writer never writes outside the
 //! layout: when the second walk finds more (or, at [`Writer::finish`], fewer) symbols
 //! or string bytes than the first, the linker files changed in between and the
 //! attempt fails with [`Error::Changed`]; the caller throws it away and retries.
@@ -41,6 +41,8 @@ use crate::elf::{
     SHN_ABS, SHN_UNDEF, SHT_STRTAB, SHT_SYMTAB,
 };
 use crate::error::{Error, Result};
+use core::marker::PhantomData;
+use core::ptr::NonNull;
 use static_assertions::const_assert_eq;
 
 /// One linker file, as the kernel linker shows it while the linker files are held.
@@ -57,23 +59,313 @@ pub trait LinkerFile {
     fn symbol_value(&self, index: usize, sym: &Elf64Sym) -> Option<u64>;
 }
 
-/// Where a snapshot's bytes go: "write these bytes at this offset". Offsets come in
-/// no particular order, each byte of the file is written exactly once, and no
-/// write ends past [`SnapshotLayout::size`].
+/// Where a snapshot's bytes go: the pages of the file, each grabbed once, filled and
+/// given back. Page `index` holds the file's bytes from `index * page_size()`; it is
+/// `page_size()` bytes long, except that the last page may be shorter, as long as it
+/// holds the file's end. The writer fills every byte of every page it grabs (past the
+/// file's end with zeros), never asks for a page it holds, and never asks for a page
+/// past the file's end.
 pub trait Sink {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()>;
+    type Page: Page;
+    /// The size of a page in bytes (at least 1).
+    fn page_size(&self) -> usize;
+    /// Page `index`, for writing. Its bytes are not necessarily zero.
+    fn grab(&mut self, index: u64) -> Result<Self::Page>;
+    /// Gives a page back: `complete` when every one of its bytes was written since
+    /// the grab; otherwise the attempt failed, and the page's content is garbage.
+    fn release(&mut self, page: Self::Page, complete: bool);
 }
 
-/// A sink over a buffer of exactly the snapshot's size.
-pub struct SliceSink<'a>(pub &'a mut [u8]);
+/// A page held for writing.
+pub trait Page {
+    fn bytes(&mut self) -> &mut [u8];
+}
 
-impl Sink for SliceSink<'_> {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        let start = usize::try_from(offset).map_err(|_| Error::TooLarge)?;
-        let end = start.checked_add(bytes.len()).ok_or(Error::TooLarge)?;
-        let dst = self.0.get_mut(start..end).ok_or(Error::TooLarge)?;
-        dst.copy_from_slice(bytes);
-        Ok(())
+/// How many pages a [`Writer`] holds at most at once: the page each of its three
+/// cursors is in, and the (at most two) pages where one part of the file ends and
+/// the next begins, held until both parts are written.
+pub const HELD_PAGES: usize = 6;
+
+/// A sink over a buffer of the snapshot's size, in pages of a chosen size.
+pub struct SliceSink<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    page: usize,
+    held: [Option<u64>; HELD_PAGES],
+    _buf: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> SliceSink<'a> {
+    /// Pages of 4 KiB, as the kernel's.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Self::with_page_size(buf, PAGE_SIZE)
+    }
+
+    /// Pages of `page` bytes (0 is refused at the first grab).
+    pub fn with_page_size(buf: &'a mut [u8], page: usize) -> Self {
+        SliceSink {
+            ptr: NonNull::from(&mut *buf).cast(),
+            len: buf.len(),
+            page,
+            held: [None; HELD_PAGES],
+            _buf: PhantomData,
+        }
+    }
+}
+
+/// A page of a [`SliceSink`].
+pub struct SlicePage<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    index: u64,
+    _buf: PhantomData<&'a mut [u8]>,
+}
+
+impl Page for SlicePage<'_> {
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the page is `len` bytes inside the sink's buffer, borrowed for 'a;
+        // the sink hands out each page once until it is released (its `held` list),
+        // and pages do not overlap, so no other reference to these bytes exists.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<'a> Sink for SliceSink<'a> {
+    type Page = SlicePage<'a>;
+
+    fn page_size(&self) -> usize {
+        self.page
+    }
+
+    fn grab(&mut self, index: u64) -> Result<SlicePage<'a>> {
+        if self.page == 0 || self.held.contains(&Some(index)) {
+            return Err(Error::Invalid);
+        }
+        let start = usize::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_mul(self.page))
+            .filter(|&s| s < self.len)
+            .ok_or(Error::TooLarge)?;
+        let len = self.page.min(self.len.saturating_sub(start));
+        let slot = self
+            .held
+            .iter_mut()
+            .find(|h| h.is_none())
+            .ok_or(Error::Invalid)?;
+        *slot = Some(index);
+        Ok(SlicePage {
+            // SAFETY: start < len, so the pointer stays inside the buffer.
+            ptr: unsafe { self.ptr.add(start) },
+            len,
+            index,
+            _buf: PhantomData,
+        })
+    }
+
+    fn release(&mut self, page: SlicePage<'a>, _complete: bool) {
+        if let Some(h) = self.held.iter_mut().find(|h| **h == Some(page.index)) {
+            *h = None;
+        }
+    }
+}
+
+/// Pages handed out a run at a time, as a VM object gives them (the kernel's
+/// [`Sink`] through [`Batched`]).
+///
+/// # Safety
+/// `grab` fills `out[..n]` (and returns `n`, at least 1 on success) with the pages
+/// `first..first + n`, each with an address valid for writes of `page_size()` bytes
+/// that nothing else reads or writes until the page is given to `release`.
+pub unsafe trait PageRuns {
+    type Handle: Copy + Default;
+    fn page_size(&self) -> usize;
+    /// Pages `first..` (at most `out.len()`), for writing; it may give fewer, never
+    /// a page already written.
+    fn grab(&mut self, first: u64, out: &mut [(Self::Handle, NonNull<u8>)]) -> Result<usize>;
+    /// Gives pages back: `complete` when every byte of each was written.
+    ///
+    /// # Safety
+    /// Each page came from `grab` and is given back once.
+    unsafe fn release(&mut self, pages: &[Self::Handle], complete: bool);
+}
+
+/// Pages grabbed ahead at once, and pages given back at once.
+pub const BATCH: usize = 16;
+/// Pages grabbed ahead and not asked for yet, at most.
+const AHEAD: usize = 2 * BATCH;
+
+/// A page grabbed ahead: its index, the kernel's handle, its address.
+type Ahead<H> = (u64, H, NonNull<u8>);
+
+/// A [`Sink`] over [`PageRuns`] that asks for pages and gives them back in runs of
+/// up to [`BATCH`], so that a snapshot costs the kernel two calls per run instead of
+/// two per page. A run never includes a page the writer holds, or one grabbed ahead
+/// or waiting to go back (which would deadlock on its busy state).
+pub struct Batched<'r, R: PageRuns> {
+    runs: &'r mut R,
+    /// The object's pages.
+    pages: u64,
+    ahead: [Option<Ahead<R::Handle>>; AHEAD],
+    /// Indices of the pages handed out to the writer.
+    out: [Option<u64>; HELD_PAGES],
+    /// Complete pages given back by the writer, waiting for one release.
+    done: [Option<(u64, R::Handle)>; BATCH],
+}
+
+impl<'r, R: PageRuns> Batched<'r, R> {
+    /// Pages of an object of `size` bytes.
+    pub fn new(runs: &'r mut R, size: u64) -> Self {
+        let page = u64::try_from(runs.page_size()).unwrap_or(0).max(1);
+        Batched {
+            pages: size.div_ceil(page),
+            runs,
+            ahead: [None; AHEAD],
+            out: [None; HELD_PAGES],
+            done: [None; BATCH],
+        }
+    }
+
+    /// The first page after `index` that is somewhere here (handed out, grabbed
+    /// ahead or waiting to go back), or u64::MAX.
+    fn next_busy(&self, index: u64) -> u64 {
+        let out = self.out.iter().flatten().copied();
+        let ahead = self.ahead.iter().flatten().map(|a| a.0);
+        let done = self.done.iter().flatten().map(|d| d.0);
+        out.chain(ahead)
+            .chain(done)
+            .filter(|&i| i > index)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Gives the waiting pages back, complete, in one call.
+    fn flush(&mut self) {
+        let mut list = [R::Handle::default(); BATCH];
+        let mut n = 0usize;
+        for (dst, (_, h)) in list
+            .iter_mut()
+            .zip(self.done.iter_mut().filter_map(Option::take))
+        {
+            *dst = h;
+            n = n.saturating_add(1);
+        }
+        if let Some(pages) = list.get(..n).filter(|p| !p.is_empty()) {
+            // SAFETY: pages the writer gave back, taken out of `done` above: from
+            // grab, given back once.
+            unsafe { self.runs.release(pages, true) };
+        }
+    }
+}
+
+/// A page of a [`Batched`] sink.
+pub struct RunPage<'r, H> {
+    index: u64,
+    handle: H,
+    va: NonNull<u8>,
+    len: usize,
+    _runs: PhantomData<&'r mut ()>,
+}
+
+impl<H> Page for RunPage<'_, H> {
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: PageRuns::grab's contract: len (the page size) bytes at va, for
+        // nobody else until released; the Batched sink hands each page out once
+        // until the writer gives it back, and &mut self makes this slice unique.
+        unsafe { core::slice::from_raw_parts_mut(self.va.as_ptr(), self.len) }
+    }
+}
+
+impl<'r, R: PageRuns> Sink for Batched<'r, R> {
+    type Page = RunPage<'r, R::Handle>;
+
+    fn page_size(&self) -> usize {
+        self.runs.page_size()
+    }
+
+    fn grab(&mut self, index: u64) -> Result<RunPage<'r, R::Handle>> {
+        let out = self
+            .out
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Error::Invalid)?;
+        if self.out.contains(&Some(index)) || index >= self.pages {
+            return Err(Error::Invalid);
+        }
+        let len = self.runs.page_size();
+        let found = self
+            .ahead
+            .iter_mut()
+            .find(|a| a.is_some_and(|a| a.0 == index))
+            .and_then(Option::take);
+        let (handle, va) = match found {
+            Some((_, handle, va)) => (handle, va),
+            None => {
+                if self.done.iter().flatten().any(|d| d.0 == index) {
+                    return Err(Error::Invalid);
+                }
+                // This page and those after it that are nowhere here, as many as
+                // there is room for ahead.
+                let room = self.ahead.iter().filter(|a| a.is_none()).count();
+                let stop = self.next_busy(index).min(self.pages);
+                let count = usize::try_from(stop.saturating_sub(index))
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, BATCH.min(room.saturating_add(1)));
+                let mut got = [(R::Handle::default(), NonNull::dangling()); BATCH];
+                let run = got.get_mut(..count).ok_or(Error::Invalid)?;
+                let n = self.runs.grab(index, run)?;
+                let mut pages = run.iter().take(n).copied();
+                let Some(first) = pages.next() else {
+                    return Err(Error::Invalid);
+                };
+                for (k, (h, va)) in pages.enumerate() {
+                    let at = index.saturating_add(k as u64).saturating_add(1);
+                    match self.ahead.iter_mut().find(|a| a.is_none()) {
+                        Some(slot) => *slot = Some((at, h, va)),
+                        // SAFETY: just grabbed, given back once (no room to keep it).
+                        None => unsafe { self.runs.release(&[h], false) },
+                    }
+                }
+                first
+            }
+        };
+        if let Some(slot) = self.out.get_mut(out) {
+            *slot = Some(index);
+        }
+        Ok(RunPage {
+            index,
+            handle,
+            va,
+            len,
+            _runs: PhantomData,
+        })
+    }
+
+    fn release(&mut self, page: RunPage<'r, R::Handle>, complete: bool) {
+        if let Some(slot) = self.out.iter_mut().find(|o| **o == Some(page.index)) {
+            *slot = None;
+        }
+        if !complete {
+            // SAFETY: a page handed out by grab, given back by the writer once.
+            unsafe { self.runs.release(&[page.handle], false) };
+            return;
+        }
+        if self.done.iter().all(Option::is_some) {
+            self.flush();
+        }
+        if let Some(slot) = self.done.iter_mut().find(|d| d.is_none()) {
+            *slot = Some((page.index, page.handle));
+        }
+    }
+}
+
+impl<R: PageRuns> Drop for Batched<'_, R> {
+    fn drop(&mut self) {
+        self.flush();
+        // Grabbed ahead and never asked for (only after a failed attempt).
+        for (_, h, _) in self.ahead.iter_mut().filter_map(Option::take) {
+            // SAFETY: grabbed ahead, never handed out, taken out of `ahead` here.
+            unsafe { self.runs.release(&[h], false) };
+        }
     }
 }
 
@@ -121,11 +413,28 @@ pub struct Census {
 }
 
 impl Census {
-    /// Counts one more linker file.
+    /// Counts one more linker file, reading every symbol to count its locals.
     pub fn add(&mut self, file: &impl LinkerFile) -> Result<()> {
         let symbols = file.symbols()?;
-        let strings = file.strings()?;
         let locals = symbols.iter().filter(|s| s.is_local()).count();
+        self.count(file, locals)
+    }
+
+    /// Counts one more linker file, taking its locals to come first, as ELF has them
+    /// (the first non-local found by binary search, about 17 symbols read for
+    /// 100,000). When a table breaks that rule, this count may be wrong, and the
+    /// [`Writer`], which puts each symbol where its binding says, then finds more or
+    /// fewer locals than laid out and fails with [`Error::Changed`]: the caller
+    /// retries with [`Census::add`].
+    pub fn add_ordered(&mut self, file: &impl LinkerFile) -> Result<()> {
+        let symbols = file.symbols()?;
+        let locals = symbols.partition_point(Elf64Sym::is_local);
+        self.count(file, locals)
+    }
+
+    fn count(&mut self, file: &impl LinkerFile, locals: usize) -> Result<()> {
+        let symbols = file.symbols()?;
+        let strings = file.strings()?;
         self.files = self.files.checked_add(1).ok_or(Error::TooLarge)?;
         self.symbols = add_len(self.symbols, symbols.len())?;
         self.locals = add_len(self.locals, locals)?;
@@ -285,72 +594,140 @@ impl SnapshotLayout {
     }
 }
 
-/// Largest piece of a string table handed to the sink at once.
-pub const STRING_CHUNK: usize = 64 * 1024;
+/// The size of a page of the kernel's VM objects.
+pub const PAGE_SIZE: usize = 4096;
 
-/// A run of symbol-table entries being filled, in its own part of the scratch
-/// buffer: the locals, or the others.
-struct Run {
-    /// Where the run's part of the scratch buffer starts, and how many entries it has.
-    start: usize,
-    cap: usize,
-    /// Entries of that part filled and not yet handed to the sink.
-    filled: usize,
-    /// Index in `.symtab` of the first pending entry.
-    next: u64,
-    /// One past the last index this run may write.
-    end: u64,
+/// The pages a [`Writer`] holds, each with the count of its bytes written so far; a
+/// page goes back to the sink, complete, as soon as all of its bytes are written.
+struct Window<'w, S: Sink> {
+    sink: &'w mut S,
+    held: [Option<Held<S::Page>>; HELD_PAGES],
+    page: u64,
+    /// The size of the file.
+    size: u64,
 }
 
-impl Run {
-    /// Hands the pending entries to the sink, at their place in `.symtab`.
-    fn flush(&mut self, scratch: &[Elf64Sym], sink: &mut impl Sink) -> Result<()> {
-        let stop = self.start.checked_add(self.filled).ok_or(Error::Invalid)?;
-        let pending = scratch.get(self.start..stop).ok_or(Error::Invalid)?;
-        let after = add_len(self.next, pending.len())?;
-        if after > self.end {
-            // More symbols than the census counted.
-            return Err(Error::Changed);
+struct Held<P> {
+    index: u64,
+    page: P,
+    filled: usize,
+}
+
+impl<S: Sink> Window<'_, S> {
+    /// The slot holding page `index`, grabbed now if not held yet.
+    fn slot(&mut self, index: u64) -> Result<usize> {
+        if let Some(slot) = self
+            .held
+            .iter()
+            .position(|h| h.as_ref().is_some_and(|h| h.index == index))
+        {
+            return Ok(slot);
         }
-        let offset = self
-            .next
-            .checked_mul(SYM_SIZE)
-            .and_then(|o| o.checked_add(HEADER_SIZE))
-            .ok_or(Error::TooLarge)?;
-        if !pending.is_empty() {
-            sink.write_at(offset, as_bytes(pending))?;
+        let slot = self
+            .held
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Error::Invalid)?;
+        let start = index.checked_mul(self.page).ok_or(Error::TooLarge)?;
+        if start >= self.size {
+            return Err(Error::Invalid);
         }
-        self.next = after;
-        self.filled = 0;
+        // The page must hold all of the file's bytes from `start` on, up to a page.
+        let need = self.size.saturating_sub(start).min(self.page);
+        let mut page = self.sink.grab(index)?;
+        let len = page.bytes().len() as u64;
+        if len < need || len > self.page {
+            self.sink.release(page, false);
+            return Err(Error::Invalid);
+        }
+        *self.held.get_mut(slot).ok_or(Error::Invalid)? = Some(Held {
+            index,
+            page,
+            filled: 0,
+        });
+        Ok(slot)
+    }
+
+    /// The bytes of the file from `offset` to the end of its page, but not past
+    /// `limit`, and the slot of that page. Empty when `offset >= limit`.
+    fn span(&mut self, offset: u64, limit: u64) -> Result<(usize, &mut [u8])> {
+        let slot = self.slot(offset / self.page)?;
+        let from = (offset % self.page) as usize;
+        let want = usize::try_from(limit.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let held = self
+            .held
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .ok_or(Error::Invalid)?;
+        let bytes = held.page.bytes();
+        let to = bytes.len().min(from.saturating_add(want));
+        Ok((slot, bytes.get_mut(from..to).ok_or(Error::Invalid)?))
+    }
+
+    /// Records `n` more bytes written in `slot`'s page, and gives the page back once
+    /// all of them are.
+    fn filled(&mut self, slot: usize, n: usize) -> Result<()> {
+        let entry = self.held.get_mut(slot).ok_or(Error::Invalid)?;
+        let held = entry.as_mut().ok_or(Error::Invalid)?;
+        held.filled = held.filled.checked_add(n).ok_or(Error::Invalid)?;
+        if held.filled >= held.page.bytes().len() {
+            if let Some(done) = entry.take() {
+                self.sink.release(done.page, true);
+            }
+        }
         Ok(())
+    }
+
+    fn is_held(&self, index: u64) -> bool {
+        self.held
+            .iter()
+            .any(|h| h.as_ref().is_some_and(|h| h.index == index))
+    }
+
+    /// Whether any page is still held (some of its bytes are not written).
+    fn any_held(&self) -> bool {
+        self.held.iter().any(Option::is_some)
     }
 }
 
-/// The second walk: emits the snapshot of the files it is given, in order.
+impl<S: Sink> Drop for Window<'_, S> {
+    fn drop(&mut self) {
+        // After a failed attempt: pages not filled go back as garbage.
+        for held in self.held.iter_mut().filter_map(Option::take) {
+            self.sink.release(held.page, false);
+        }
+    }
+}
+
+/// Where each part of the file is written: the header and the local symbols, the
+/// other symbols, the strings.
+const HEAD: usize = 0;
+const GLOBALS: usize = 1;
+const STRINGS: usize = 2;
+
+/// The next byte a part of the file gets, and the end of that part.
+#[derive(Clone, Copy)]
+struct Cursor {
+    pos: u64,
+    end: u64,
+}
+
+/// The second walk: emits the snapshot of the files it is given, in order, straight
+/// into the sink's pages (each symbol is read once from its linker file and
+/// written once, fixed up, into its page).
 ///
 /// After an error from [`Writer::add`], the attempt is over: drop the writer.
 pub struct Writer<'w, S: Sink> {
     layout: SnapshotLayout,
-    sink: &'w mut S,
-    /// The locals' part, then the others' part.
-    scratch: &'w mut [Elf64Sym],
-    locals: Run,
-    globals: Run,
-    /// Bytes of `.strtab` written so far: the rebase of the next file's names.
-    strings: u64,
+    window: Window<'w, S>,
+    cursors: [Cursor; 3],
 }
 
 impl<'w, S: Sink> Writer<'w, S> {
     /// Starts a snapshot with `layout` in `sink`, writing the header block.
-    /// `scratch` holds the symbols on their way to the sink (at least two entries;
-    /// its size sets the chunk size), so no second copy of the file is needed.
-    pub fn new(
-        layout: SnapshotLayout,
-        target: &ElfTarget,
-        sink: &'w mut S,
-        scratch: &'w mut [Elf64Sym],
-    ) -> Result<Self> {
-        if scratch.len() < 2 {
+    pub fn new(layout: SnapshotLayout, target: &ElfTarget, sink: &'w mut S) -> Result<Self> {
+        let page = u64::try_from(sink.page_size()).map_err(|_| Error::Invalid)?;
+        if page == 0 {
             return Err(Error::Invalid);
         }
         if layout.symbols > 0 && layout.locals == 0 {
@@ -358,29 +735,68 @@ impl<'w, S: Sink> Writer<'w, S> {
             // local, entry 0 of the snapshot would be some global symbol.
             return Err(Error::BadLinkerFile);
         }
-        let half = scratch.len() / 2;
-        let rest = scratch.len().saturating_sub(half);
-        sink.write_at(0, as_bytes(core::slice::from_ref(&layout.header(target))))?;
-        Ok(Writer {
+        let globals = layout
+            .locals
+            .checked_mul(SYM_SIZE)
+            .and_then(|b| b.checked_add(HEADER_SIZE))
+            .ok_or(Error::TooLarge)?;
+        let mut writer = Writer {
             layout,
-            sink,
-            scratch,
-            locals: Run {
-                start: 0,
-                cap: half,
-                filled: 0,
-                next: 0,
-                end: layout.locals,
+            window: Window {
+                sink,
+                held: Default::default(),
+                page,
+                size: layout.size,
             },
-            globals: Run {
-                start: half,
-                cap: rest,
-                filled: 0,
-                next: layout.locals,
-                end: layout.symbols,
-            },
-            strings: 0,
-        })
+            cursors: [
+                Cursor {
+                    pos: 0,
+                    end: globals,
+                },
+                Cursor {
+                    pos: globals,
+                    end: layout.strtab_offset,
+                },
+                Cursor {
+                    pos: layout.strtab_offset,
+                    end: layout.size,
+                },
+            ],
+        };
+        writer.write(
+            HEAD,
+            as_bytes(core::slice::from_ref(&layout.header(target))),
+        )?;
+        Ok(writer)
+    }
+
+    fn cursor(&mut self, part: usize) -> Result<&mut Cursor> {
+        self.cursors.get_mut(part).ok_or(Error::Invalid)
+    }
+
+    /// Appends `bytes` to `part`; more than the part has room for means the files
+    /// changed since the census.
+    fn write(&mut self, part: usize, mut bytes: &[u8]) -> Result<()> {
+        let Cursor { mut pos, end } = *self.cursor(part)?;
+        if add_len(pos, bytes.len())? > end {
+            return Err(Error::Changed);
+        }
+        while !bytes.is_empty() {
+            let (slot, span) = self.window.span(pos, end)?;
+            let n = span.len().min(bytes.len());
+            let (now, rest) = bytes.split_at(n);
+            span.get_mut(..n)
+                .ok_or(Error::Invalid)?
+                .copy_from_slice(now);
+            self.window.filled(slot, n)?;
+            pos = add_len(pos, n)?;
+            bytes = rest;
+            if n == 0 {
+                return Err(Error::Invalid);
+            }
+        }
+        self.cursor(part)?.pos = pos;
+        Ok(())
     }
 
     /// Appends one linker file: its symbols (fixed up) and its string table.
@@ -388,7 +804,11 @@ impl<'w, S: Sink> Writer<'w, S> {
         let symbols = file.symbols()?;
         let strings = file.strings()?;
         let strsz = u64::try_from(strings.len()).map_err(|_| Error::TooLarge)?;
-        let base = self.strings;
+        let strtab = self.layout.strtab_offset;
+        let base = self.cursors[STRINGS]
+            .pos
+            .checked_sub(strtab)
+            .ok_or(Error::Invalid)?;
         let end = base.checked_add(strsz).ok_or(Error::TooLarge)?;
         if end > self.layout.string_bytes {
             return Err(Error::Changed);
@@ -403,7 +823,7 @@ impl<'w, S: Sink> Writer<'w, S> {
         let base32 = u32::try_from(base).map_err(|_| Error::TooLarge)?;
         let strsz32 = u32::try_from(strsz).map_err(|_| Error::TooLarge)?;
         let module = !file.is_kernel();
-        if self.locals.next == 0 && self.locals.filled == 0 {
+        if self.cursors[HEAD].pos == HEADER_SIZE {
             // The first local written is entry 0 of the symbol table, which must be the
             // null symbol, also after the fix-ups.
             let mut locals = symbols.iter().enumerate().filter(|(_, s)| s.is_local());
@@ -414,107 +834,194 @@ impl<'w, S: Sink> Writer<'w, S> {
                 }
             }
         }
-        // One loop per kind of file, so the kernel's has no resolver call in it.
-        if module {
-            self.add_symbols::<_, true>(file, symbols, base32, strsz32)?;
-        } else {
-            self.add_symbols::<_, false>(file, symbols, base32, strsz32)?;
+        // Runs of symbols of one kind (local or not) go to their part: two runs for a
+        // table with its locals first, as ELF has them. One loop per kind of file, so
+        // the kernel's has no resolver call in it.
+        let fix = Fix {
+            base: base32,
+            strsz: strsz32,
+        };
+        let mut done = 0usize;
+        while let Some(first) = symbols.get(done) {
+            let part = if first.is_local() { HEAD } else { GLOBALS };
+            let run = if module {
+                self.put::<_, true>(part, file, symbols, done, fix)?
+            } else {
+                self.put::<_, false>(part, file, symbols, done, fix)?
+            };
+            done = done.checked_add(run).ok_or(Error::Invalid)?;
         }
-        let mut at = self
-            .layout
-            .strtab_offset
-            .checked_add(base)
-            .ok_or(Error::TooLarge)?;
-        for chunk in strings.chunks(STRING_CHUNK) {
-            self.sink.write_at(at, chunk)?;
-            at = add_len(at, chunk.len())?;
-        }
-        self.strings = end;
-        Ok(())
+        self.write(STRINGS, strings)
     }
 
-    /// Fixes up `symbols`, whose names are `base` bytes into `.strtab` and must lie
-    /// in a table of `strsz` bytes, into the two runs.
+    /// Writes `symbols[from..]`, fixed up, into `part` up to the first symbol of the
+    /// other kind; returns how many it wrote (at least one).
     #[inline(always)]
-    fn add_symbols<F: LinkerFile, const MODULE: bool>(
+    fn put<F: LinkerFile, const MODULE: bool>(
         &mut self,
+        part: usize,
         file: &F,
         symbols: &[Elf64Sym],
-        base: u32,
-        strsz: u32,
-    ) -> Result<()> {
-        // Symbols go in chunks that fit the room left in both runs, so the loop over
-        // a chunk needs no check for a full run. The fill positions live in
-        // registers, and each symbol goes to its run's part of the scratch buffer
-        // without a branch on its binding, since bindings may come in any order.
-        let lcap = self.locals.cap;
-        let gstart = self.globals.start;
-        let gend = gstart.checked_add(self.globals.cap).ok_or(Error::Invalid)?;
-        // A run with less room than this is flushed early, so chunks stay long
-        // while symbols keep going to the other run.
-        let low = |cap: usize| (cap / 4).max(1);
-        let (llow, glow) = (low(lcap), low(self.globals.cap));
-        let mut li = self.locals.filled;
-        let mut gi = gstart
-            .checked_add(self.globals.filled)
-            .ok_or(Error::Invalid)?;
-        let mut done = 0usize;
-        while let Some(rest) = symbols.get(done..).filter(|r| !r.is_empty()) {
-            if lcap.saturating_sub(li) < llow {
-                self.locals.filled = li;
-                self.locals.flush(self.scratch, self.sink)?;
-                li = 0;
+        from: usize,
+        fix: Fix,
+    ) -> Result<usize> {
+        let local = part == HEAD;
+        let Cursor { mut pos, end } = *self.cursor(part)?;
+        let mut next = from;
+        while let Some(rest) = symbols
+            .get(next..)
+            .filter(|r| r.first().is_some_and(|s| s.is_local() == local))
+        {
+            if pos >= end {
+                // A symbol for a part that is full: more than the census counted.
+                return Err(Error::Changed);
             }
-            if gend.saturating_sub(gi) < glow {
-                self.globals.filled = gi.checked_sub(gstart).ok_or(Error::Invalid)?;
-                self.globals.flush(self.scratch, self.sink)?;
-                gi = gstart;
+            let (slot, span) = self.window.span(pos, end)?;
+            // Whole symbols straight into the page, in one tight loop, errors
+            // gathered rather than branched on: as many as fit, taken to be of this
+            // kind (as in an ELF table, whose locals come first). A module's are
+            // counted first (each costs the linker a call); the kernel's are checked
+            // on the way, and when one is not of this kind, the run ends before it,
+            // and what was written from it on is not counted (the cursor does not
+            // pass it) and gets overwritten.
+            let fit = span.len() / SYM_SIZE as usize;
+            let mut run = rest.get(..fit.min(rest.len())).unwrap_or_default();
+            if MODULE {
+                let n = run.iter().take_while(|s| s.is_local() == local).count();
+                run = run.get(..n).unwrap_or_default();
             }
-            // At least one entry: both runs have at least `low` >= 1 free now.
-            let room = lcap.saturating_sub(li).min(gend.saturating_sub(gi));
-            let chunk = rest.get(..room.min(rest.len())).ok_or(Error::Invalid)?;
-            for (k, sym) in chunk.iter().enumerate() {
-                if sym.st_name >= strsz {
-                    return Err(Error::BadLinkerFile);
-                }
-                let mut out = *sym;
-                if MODULE {
-                    let index = done.checked_add(k).ok_or(Error::Invalid)?;
-                    if let Some(value) = file.symbol_value(index, sym) {
-                        out.st_value = value;
-                    }
-                }
-                out.st_name = base.checked_add(sym.st_name).ok_or(Error::TooLarge)?;
-                out.st_shndx = if sym.st_shndx == SHN_UNDEF {
-                    SHN_UNDEF
-                } else {
-                    SHN_ABS
-                };
-                let local = sym.is_local();
-                let slot = if local { li } else { gi };
-                *self.scratch.get_mut(slot).ok_or(Error::Invalid)? = out;
-                li = li.checked_add(usize::from(local)).ok_or(Error::Invalid)?;
-                gi = gi.checked_add(usize::from(!local)).ok_or(Error::Invalid)?;
+            let mut bad = false;
+            let mut other = false;
+            for ((dst, sym), index) in span
+                .chunks_exact_mut(SYM_SIZE as usize)
+                .zip(run)
+                .zip(next..)
+            {
+                other |= sym.is_local() != local;
+                bad |= !fix.write::<F, MODULE>(file, index, sym, dst);
             }
-            done = done.checked_add(chunk.len()).ok_or(Error::Invalid)?;
+            let mut n = run.len();
+            if other {
+                n = run.iter().take_while(|s| s.is_local() == local).count();
+                bad = run
+                    .get(..n)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|s| s.st_name >= fix.strsz);
+            }
+            if bad {
+                return Err(Error::BadLinkerFile);
+            }
+            let room = span.len();
+            let bytes = n.checked_mul(SYM_SIZE as usize).ok_or(Error::Invalid)?;
+            self.window.filled(slot, bytes)?;
+            pos = add_len(pos, bytes)?;
+            next = next.checked_add(n).ok_or(Error::Invalid)?;
+            let Some(sym) = symbols.get(next).filter(|s| s.is_local() == local) else {
+                break;
+            };
+            if room.saturating_sub(bytes) >= SYM_SIZE as usize {
+                return Err(Error::Invalid);
+            }
+            // The next symbol of this run does not fit the rest of the page (or of the
+            // part): across the page boundary, or more symbols than counted.
+            let mut out = [0u8; SYM_SIZE as usize];
+            if !fix.write::<F, MODULE>(file, next, sym, &mut out) {
+                return Err(Error::BadLinkerFile);
+            }
+            self.cursor(part)?.pos = pos;
+            self.write(part, &out)?;
+            pos = self.cursor(part)?.pos;
+            next = next.checked_add(1).ok_or(Error::Invalid)?;
         }
-        self.locals.filled = li;
-        self.globals.filled = gi.checked_sub(gstart).ok_or(Error::Invalid)?;
-        Ok(())
+        self.cursor(part)?.pos = pos;
+        next.checked_sub(from)
+            .filter(|&n| n > 0)
+            .ok_or(Error::Invalid)
     }
 
-    /// Flushes what is pending and checks that the file came out exactly as laid
-    /// out: every symbol and string byte the census counted was written.
+    /// Checks that the file came out exactly as laid out (every symbol and string
+    /// byte the census counted was written), zeroes the rest of the last page, and
+    /// hands the last pages to the sink.
     pub fn finish(mut self) -> Result<SnapshotLayout> {
-        self.locals.flush(self.scratch, self.sink)?;
-        self.globals.flush(self.scratch, self.sink)?;
-        if self.locals.next != self.locals.end
-            || self.globals.next != self.globals.end
-            || self.strings != self.layout.string_bytes
-        {
+        if self.cursors.iter().any(|c| c.pos != c.end) {
             return Err(Error::Changed);
         }
+        // Every byte of the file is written; the rest of its last page gets zeros.
+        let size = self.layout.size;
+        if let Some(last) = size.checked_sub(1) {
+            let index = last / self.window.page;
+            if self.window.is_held(index) {
+                let (slot, tail) = self.window.span(size, u64::MAX)?;
+                tail.fill(0);
+                let n = tail.len();
+                self.window.filled(slot, n)?;
+            }
+        }
+        if self.window.any_held() {
+            return Err(Error::Invalid);
+        }
         Ok(self.layout)
+    }
+}
+
+/// The fix-ups of one file's symbols: names rebased by `base` and checked against
+/// the file's string table of `strsz` bytes; section indices to SHN_ABS; a module's
+/// values to the addresses its linker reports.
+#[derive(Clone, Copy)]
+struct Fix {
+    base: u32,
+    strsz: u32,
+}
+
+impl Fix {
+    /// Writes `sym`, fixed up, into `dst` (24 bytes); returns whether its name lies
+    /// in its table (if not, the rebased name is meaningless and the caller refuses
+    /// the file). The symbol is copied whole and its fields patched in place, with
+    /// no copy of it built elsewhere first.
+    #[inline(always)]
+    fn write<F: LinkerFile, const MODULE: bool>(
+        self,
+        file: &F,
+        index: usize,
+        sym: &Elf64Sym,
+        dst: &mut [u8],
+    ) -> bool {
+        const NAME: usize = core::mem::offset_of!(Elf64Sym, st_name);
+        const SHNDX: usize = core::mem::offset_of!(Elf64Sym, st_shndx);
+        const VALUE: usize = core::mem::offset_of!(Elf64Sym, st_value);
+        let Some(dst) = dst.first_chunk_mut::<{ SYM_SIZE as usize }>() else {
+            return false;
+        };
+        dst.copy_from_slice(as_bytes(core::slice::from_ref(sym)));
+        // base + st_name < base + strsz <= string_bytes <= u32::MAX whenever the
+        // name is in its table; otherwise the wrapped value is never used.
+        let name = self.base.wrapping_add(sym.st_name);
+        let shndx = if sym.st_shndx == SHN_UNDEF {
+            SHN_UNDEF
+        } else {
+            SHN_ABS
+        };
+        put(dst, NAME, &name.to_ne_bytes());
+        put(dst, SHNDX, &shndx.to_ne_bytes());
+        if MODULE {
+            if let Some(value) = file.symbol_value(index, sym) {
+                put(dst, VALUE, &value.to_ne_bytes());
+            }
+        }
+        sym.st_name < self.strsz
+    }
+}
+
+/// Copies `bytes` into `dst` at `at`, when they fit (always, for the fields of a
+/// symbol).
+#[inline(always)]
+fn put(dst: &mut [u8; SYM_SIZE as usize], at: usize, bytes: &[u8]) {
+    if let Some(d) = at
+        .checked_add(bytes.len())
+        .and_then(|end| dst.get_mut(at..end))
+    {
+        d.copy_from_slice(bytes);
     }
 }
 
@@ -535,9 +1042,8 @@ pub fn write<F: LinkerFile, S: Sink>(
     layout: SnapshotLayout,
     target: &ElfTarget,
     sink: &mut S,
-    scratch: &mut [Elf64Sym],
 ) -> Result<SnapshotLayout> {
-    let mut writer = Writer::new(layout, target, sink, scratch)?;
+    let mut writer = Writer::new(layout, target, sink)?;
     for file in files {
         writer.add(file)?;
     }

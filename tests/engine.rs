@@ -208,112 +208,305 @@ fn large_synthetic_set_is_exact() {
     let files = large_set();
     let bytes = build(&files);
     check_snapshot(&files, &bytes);
-    // More than one STRING_CHUNK of strings in the kernel alone.
-    assert!(files[0].strs.len() > 2 * snapshot::STRING_CHUNK);
+    // Strings of the kernel alone over many pages.
+    assert!(files[0].strs.len() > 16 * snapshot::PAGE_SIZE);
 }
 
-/// Every byte of the file is written exactly once, and no write ends past the size.
+/// Pages of `page` bytes as the kernel's VM object has them: the last one whole,
+/// past the end of the file. Each page starts out as garbage; it is copied into
+/// `bytes` when given back complete. Records every grab, and refuses (like the
+/// kernel, which would deadlock or find it valid) a page grabbed twice.
 struct CoverageSink {
+    page: usize,
+    size: usize,
     bytes: Vec<u8>,
-    count: Vec<u8>,
-    max_end: u64,
-    writes: usize,
+    grabs: Vec<u32>,
+    complete: Vec<bool>,
+    /// Pages grabbed and not given back.
+    held: usize,
+    /// The highest page index asked for.
+    max_index: Option<u64>,
+    /// Grab calls, and the one to fail (1 = the first), if any.
+    calls: usize,
+    fail_at: usize,
 }
+
+const GARBAGE: u8 = 0xa5;
 
 impl CoverageSink {
-    fn new(size: u64) -> Self {
+    fn new(size: u64, page: usize) -> Self {
+        let size = size as usize;
+        let pages = size.div_ceil(page);
         CoverageSink {
-            bytes: vec![0; size as usize],
-            count: vec![0; size as usize],
-            max_end: 0,
-            writes: 0,
+            page,
+            size,
+            bytes: vec![GARBAGE; size],
+            grabs: vec![0; pages],
+            complete: vec![false; pages],
+            held: 0,
+            max_index: None,
+            calls: 0,
+            fail_at: 0,
         }
+    }
+
+    /// Every page of the file grabbed once and given back complete, none held.
+    fn all_complete(&self) -> bool {
+        self.grabs.iter().all(|&g| g == 1) && self.complete.iter().all(|&c| c) && self.held == 0
+    }
+}
+
+struct CoveragePage {
+    index: usize,
+    buf: Vec<u8>,
+}
+
+impl snapshot::Page for CoveragePage {
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 }
 
 impl Sink for CoverageSink {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        let end = offset + bytes.len() as u64;
-        self.max_end = self.max_end.max(end);
-        self.writes += 1;
-        if end as usize > self.bytes.len() {
-            // Recorded above; refuse like a real sink would.
+    type Page = CoveragePage;
+
+    fn page_size(&self) -> usize {
+        self.page
+    }
+
+    fn grab(&mut self, index: u64) -> Result<CoveragePage> {
+        self.calls += 1;
+        self.max_index = self.max_index.max(Some(index));
+        if self.calls == self.fail_at {
+            return Err(Error::Kernel(12));
+        }
+        let i = index as usize;
+        if i >= self.grabs.len() {
             return Err(Error::TooLarge);
         }
-        self.bytes[offset as usize..end as usize].copy_from_slice(bytes);
-        for c in &mut self.count[offset as usize..end as usize] {
-            *c += 1;
+        self.grabs[i] += 1;
+        if self.grabs[i] > 1 {
+            return Err(Error::Invalid);
         }
-        Ok(())
+        self.held += 1;
+        Ok(CoveragePage {
+            index: i,
+            buf: vec![GARBAGE; self.page],
+        })
+    }
+
+    fn release(&mut self, page: CoveragePage, complete: bool) {
+        self.held -= 1;
+        if !complete {
+            return;
+        }
+        self.complete[page.index] = true;
+        let at = page.index * self.page;
+        let n = self.page.min(self.size - at);
+        self.bytes[at..at + n].copy_from_slice(&page.buf[..n]);
+        assert!(
+            page.buf[n..].iter().all(|&b| b == 0),
+            "the last page's tail is not zeroed"
+        );
     }
 }
 
 #[test]
 fn every_byte_written_exactly_once() {
     for files in [inputs().files.clone(), large_set()] {
-        for scratch in [2usize, 3, 1000] {
+        for page in [1usize, 7, 24, 25, 4096] {
             let layout = snapshot::census(&files).unwrap().layout().unwrap();
-            let mut sink = CoverageSink::new(layout.size());
-            let mut buf = vec![Elf64Sym::default(); scratch];
-            snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink, &mut buf).unwrap();
-            assert!(
-                sink.count.iter().all(|&c| c == 1),
-                "scratch {scratch}: a byte written {} times",
-                sink.count.iter().find(|&&c| c != 1).unwrap()
-            );
-            assert_eq!(sink.max_end, layout.size());
+            let mut sink = CoverageSink::new(layout.size(), page);
+            snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink).unwrap();
+            assert!(sink.all_complete(), "page {page}: a page not filled once");
             check_snapshot(&files, &sink.bytes);
-            if scratch == 2 {
-                // One symbol per write at this size: the chunking really happened.
-                let nsyms: usize = files.iter().map(|f| f.syms.len()).sum();
-                assert!(sink.writes > nsyms);
+        }
+    }
+}
+
+/// A VM object's pages as `Batched` sees them, refusing what the kernel would not do:
+/// a page grabbed while busy (a deadlock), a page released twice or not grabbed.
+struct Runs {
+    page: usize,
+    data: Vec<u8>,
+    /// Per page: 0 never grabbed, 1 busy, 2 written, 3 given back unwritten.
+    state: Vec<u8>,
+    grabs: usize,
+    releases: usize,
+}
+
+// SAFETY: each page handed out is `page` bytes inside `data`, which is neither
+// resized nor touched otherwise while pages are out.
+unsafe impl snapshot::PageRuns for Runs {
+    type Handle = usize;
+
+    fn page_size(&self) -> usize {
+        self.page
+    }
+
+    fn grab(&mut self, first: u64, out: &mut [(usize, std::ptr::NonNull<u8>)]) -> Result<usize> {
+        self.grabs += 1;
+        let mut n = 0;
+        while n < out.len() && first as usize + n < self.state.len() {
+            let i = first as usize + n;
+            assert_ne!(self.state[i], 1, "page {i} grabbed while busy");
+            if self.state[i] == 2 {
+                break;
             }
+            self.state[i] = 1;
+            let va = std::ptr::NonNull::new(self.data[i * self.page..].as_mut_ptr()).unwrap();
+            out[n] = (i, va);
+            n += 1;
+        }
+        if n == 0 {
+            Err(Error::Invalid)
+        } else {
+            Ok(n)
+        }
+    }
+
+    unsafe fn release(&mut self, pages: &[usize], complete: bool) {
+        self.releases += 1;
+        for &i in pages {
+            assert_eq!(self.state[i], 1, "page {i} released but not held");
+            self.state[i] = if complete { 2 } else { 3 };
         }
     }
 }
 
+/// Pages in runs (the kernel's way): the same bytes as page by page, every page
+/// grabbed once and written, and far fewer calls than pages.
 #[test]
-fn scratch_size_does_not_change_the_bytes() {
+fn batched_pages_give_the_same_bytes_in_few_calls() {
     for files in [inputs().files.clone(), large_set()] {
-        let total: usize = files.iter().map(|f| f.syms.len()).sum();
-        let reference = build_with(&files, total * 2 + 10).unwrap();
-        for scratch in [2usize, 3, 4, 7, 64, 4097] {
-            let bytes = build_with(&files, scratch).unwrap();
-            assert!(bytes == reference, "scratch {scratch} gives other bytes");
+        for page in [7usize, 24, 4096] {
+            let layout = snapshot::census(&files).unwrap().layout().unwrap();
+            let size = layout.size() as usize;
+            let pages = size.div_ceil(page);
+            let mut runs = Runs {
+                page,
+                data: vec![0xa5; pages * page],
+                state: vec![0; pages],
+                grabs: 0,
+                releases: 0,
+            };
+            {
+                let mut sink = snapshot::Batched::new(&mut runs, layout.size());
+                snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink).unwrap();
+            }
+            assert!(
+                runs.state.iter().all(|&s| s == 2),
+                "page {page}: a page not written"
+            );
+            assert_eq!(runs.data[..size], build_with(&files, page).unwrap()[..]);
+            assert!(runs.data[size..].iter().all(|&b| b == 0), "tail not zeroed");
+            assert!(
+                runs.grabs + runs.releases <= pages.div_ceil(4),
+                "page {page}: {} grabs and {} releases for {pages} pages",
+                runs.grabs,
+                runs.releases
+            );
+        }
+    }
+}
+
+/// A write that fails half-way gives every page back, none of them as written
+/// after the failure, and grabs no page twice.
+#[test]
+fn batched_pages_all_go_back_after_a_failure() {
+    let files = &inputs().files;
+    let mut changed = files.clone();
+    changed.pop();
+    let layout = snapshot::census(files).unwrap().layout().unwrap();
+    let pages = (layout.size() as usize).div_ceil(64);
+    let mut runs = Runs {
+        page: 64,
+        data: vec![0xa5; pages * 64],
+        state: vec![0; pages],
+        grabs: 0,
+        releases: 0,
+    };
+    {
+        let mut sink = snapshot::Batched::new(&mut runs, layout.size());
+        let r = snapshot::write(&changed, layout, &FREEBSD_AMD64, &mut sink);
+        assert_eq!(r, Err(Error::Changed));
+    }
+    assert!(runs.state.iter().all(|&s| s != 1), "a page left busy");
+    assert!(runs.state.contains(&3), "no page given back unwritten");
+}
+
+#[test]
+fn page_size_does_not_change_the_bytes() {
+    for files in [inputs().files.clone(), large_set()] {
+        let reference = build_with(&files, 1 << 30).unwrap();
+        for page in [1usize, 2, 3, 7, 23, 24, 64, 4096, 4097] {
+            let bytes = build_with(&files, page).unwrap();
+            assert!(bytes == reference, "page {page} gives other bytes");
         }
     }
 }
 
 #[test]
-fn scratch_below_two_entries_is_refused() {
+fn page_size_zero_is_refused() {
+    assert_eq!(build_with(&inputs().files, 0), Err(Error::Invalid));
+}
+
+/// A table whose locals do not all come first: the writer puts each symbol where
+/// its binding says, whatever the order; the ordered census miscounts it, and then
+/// the writer finds the parts overflowing or unfilled (Error::Changed).
+#[test]
+fn locals_out_of_order_are_placed_by_binding() {
     let files = &inputs().files;
-    for scratch in [0usize, 1] {
-        assert_eq!(build_with(files, scratch), Err(Error::Invalid));
+    let mut mixed = files.clone();
+    // In one module, the last local and the first global trade places.
+    let f = &mut mixed[2];
+    let g = f.syms.iter().position(|s| !s.is_local()).unwrap();
+    assert!(g > 1);
+    f.syms.swap(g - 1, g);
+    // The exact census: the same symbols as in order.
+    check_snapshot(&mixed, &build(&mixed));
+    // The ordered census counts locals up to the first global.
+    let mut ordered = Census::default();
+    for f in &mixed {
+        ordered.add_ordered(f).unwrap();
     }
+    let exact = snapshot::census(&mixed).unwrap();
+    assert_ne!(ordered.locals, exact.locals);
+    let layout = ordered.layout().unwrap();
+    let mut sink = CoverageSink::new(layout.size(), 4096);
+    let r = snapshot::write(&mixed, layout, &FREEBSD_AMD64, &mut sink);
+    assert_eq!(r, Err(Error::Changed));
+    assert_eq!(sink.held, 0, "pages left held after the failure");
+    // On tables in ELF order (the real inputs), both censuses agree.
+    let mut ordered = Census::default();
+    let mut exact = Census::default();
+    for f in files {
+        ordered.add_ordered(f).unwrap();
+        exact.add(f).unwrap();
+    }
+    assert_eq!(ordered, exact);
 }
 
 // ---------------------------------------------------------------------------
 // A changing set of files
 // ---------------------------------------------------------------------------
 
-/// Census of `before`, write of `after`; returns the result and the furthest byte
-/// any write reached, which must never pass the layout.
-fn census_then_write(
-    before: &[SimFile],
-    after: &[SimFile],
-    scratch: usize,
-) -> Result<SnapshotLayout> {
+/// Census of `before`, write of `after` in pages of `page` bytes; no page past the
+/// layout is ever asked for, and none is left held.
+fn census_then_write(before: &[SimFile], after: &[SimFile], page: usize) -> Result<SnapshotLayout> {
     let layout = snapshot::census(before)?.layout()?;
-    let mut sink = CoverageSink::new(layout.size());
-    let mut buf = vec![Elf64Sym::default(); scratch];
-    let r = snapshot::write(after, layout, &FREEBSD_AMD64, &mut sink, &mut buf);
+    let mut sink = CoverageSink::new(layout.size(), page);
+    let r = snapshot::write(after, layout, &FREEBSD_AMD64, &mut sink);
+    let pages = layout.size().div_ceil(page as u64);
     assert!(
-        sink.max_end <= layout.size(),
-        "a write reached {} past the size {}",
-        sink.max_end,
-        layout.size()
+        sink.max_index.is_none_or(|i| i < pages),
+        "page {:?} asked for, past the {pages} pages of the layout",
+        sink.max_index
     );
-    assert!(sink.count.iter().all(|&c| c <= 1), "a byte written twice");
+    assert_eq!(sink.held, 0, "pages left held");
+    if r.is_ok() {
+        assert!(sink.all_complete());
+    }
     r
 }
 
@@ -398,15 +591,15 @@ fn changed_file_set_is_detected() {
     cases.push(("global turned local", rebound, base.clone()));
 
     for (what, before, after) in &cases {
-        for scratch in [2usize, 5, 100_000] {
+        for page in [1usize, 5, 24, 4096, 1 << 24] {
             assert_eq!(
-                census_then_write(before, after, scratch),
+                census_then_write(before, after, page),
                 Err(Error::Changed),
-                "{what}, scratch {scratch}"
+                "{what}, page {page}"
             );
         }
         // The same sets, unchanged, write fine: the failure is the change.
-        assert!(census_then_write(after, after, 2).is_ok(), "{what}");
+        assert!(census_then_write(after, after, 7).is_ok(), "{what}");
     }
 }
 
@@ -425,9 +618,8 @@ fn census_and_writer_one_file_at_a_time() {
     );
     let layout = census.layout().unwrap();
     let mut buf = vec![0u8; layout.size() as usize];
-    let mut sink = SliceSink(&mut buf);
-    let mut scratch = [Elf64Sym::default(); 16];
-    let mut w = Writer::new(layout, &FREEBSD_AMD64, &mut sink, &mut scratch).unwrap();
+    let mut sink = SliceSink::new(&mut buf);
+    let mut w = Writer::new(layout, &FREEBSD_AMD64, &mut sink).unwrap();
     for f in files {
         w.add(f).unwrap();
     }
@@ -468,9 +660,9 @@ fn name_past_the_string_table_is_refused() {
     check_snapshot(&ok, &build(&ok));
     for st_name in [9u32, 10, 1000, u32::MAX] {
         let bad = one_module(vec![Elf64Sym::default(), named(1), named(st_name)], strs);
-        for scratch in [2usize, 100] {
+        for page in [2usize, 4096] {
             assert_eq!(
-                build_with(&bad, scratch),
+                build_with(&bad, page),
                 Err(Error::BadLinkerFile),
                 "st_name {st_name}"
             );
@@ -480,15 +672,15 @@ fn name_past_the_string_table_is_refused() {
     let mut k = one_module(vec![], b"");
     let past = k[0].strs.len() as u32;
     k[0].syms.push(named(past));
-    assert_eq!(build_with(&k, 100), Err(Error::BadLinkerFile));
+    assert_eq!(build_with(&k, 4096), Err(Error::BadLinkerFile));
 }
 
 #[test]
 fn unterminated_string_table_is_refused() {
     let bad = one_module(vec![Elf64Sym::default(), named(1)], b"\0foo");
-    assert_eq!(build_with(&bad, 100), Err(Error::BadLinkerFile));
+    assert_eq!(build_with(&bad, 4096), Err(Error::BadLinkerFile));
     let empty = one_module(vec![Elf64Sym::default()], b"");
-    assert_eq!(build_with(&empty, 100), Err(Error::BadLinkerFile));
+    assert_eq!(build_with(&empty, 4096), Err(Error::BadLinkerFile));
     // Terminated, it is fine.
     let good = one_module(vec![Elf64Sym::default(), named(1)], b"\0foo\0");
     check_snapshot(&good, &build(&good));
@@ -503,7 +695,7 @@ fn first_symbol_must_be_null() {
         st_shndx: 1,
         ..Default::default()
     };
-    assert_eq!(build_with(&files, 100), Err(Error::BadLinkerFile));
+    assert_eq!(build_with(&files, 4096), Err(Error::BadLinkerFile));
 }
 
 /// Without a single local, no file brought its null symbol: entry 0 would be a
@@ -517,11 +709,10 @@ fn symbols_without_any_local_are_refused() {
         Values::Absolute,
     )];
     let layout = snapshot::census(&files).unwrap().layout().unwrap();
-    let mut sink = CoverageSink::new(layout.size());
-    let mut scratch = [Elf64Sym::default(); 8];
-    let r = snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink, &mut scratch);
+    let mut sink = CoverageSink::new(layout.size(), 4096);
+    let r = snapshot::write(&files, layout, &FREEBSD_AMD64, &mut sink);
     assert_eq!(r, Err(Error::BadLinkerFile));
-    assert_eq!(sink.writes, 0, "a refused set must not reach the sink");
+    assert_eq!(sink.calls, 0, "a refused set must not reach the sink");
 }
 
 #[test]
@@ -565,25 +756,15 @@ fn layouts_that_overflow_are_too_large() {
 
 #[test]
 fn sink_errors_stop_the_write() {
-    struct FailAt(usize, usize);
-    impl Sink for FailAt {
-        fn write_at(&mut self, _: u64, _: &[u8]) -> Result<()> {
-            self.1 += 1;
-            if self.1 == self.0 {
-                Err(Error::Kernel(14))
-            } else {
-                Ok(())
-            }
-        }
-    }
     let files = &inputs().files;
     let layout = snapshot::census(files).unwrap().layout().unwrap();
     for n in [1usize, 2, 3, 10, 50] {
-        let mut sink = FailAt(n, 0);
-        let mut scratch = [Elf64Sym::default(); 4];
-        let r = snapshot::write(files, layout, &FREEBSD_AMD64, &mut sink, &mut scratch);
-        assert_eq!(r, Err(Error::Kernel(14)), "failing write {n}");
-        assert_eq!(sink.1, n, "writes went on after the failure");
+        let mut sink = CoverageSink::new(layout.size(), 64);
+        sink.fail_at = n;
+        let r = snapshot::write(files, layout, &FREEBSD_AMD64, &mut sink);
+        assert_eq!(r, Err(Error::Kernel(12)), "failing grab {n}");
+        assert_eq!(sink.calls, n, "grabs went on after the failure");
+        assert_eq!(sink.held, 0, "pages left held after the failure");
     }
 }
 
@@ -724,12 +905,12 @@ proptest! {
     fn random_file_sets(
         kernel in file_spec().prop_filter("kernel has its null symbol", |s| s.count > 0),
         modules in prop::collection::vec(file_spec(), 0..12),
-        scratch in 2usize..300,
+        page in 1usize..300,
     ) {
         let mut files = vec![file_from(&kernel, true)];
         files.extend(modules.iter().map(|m| file_from(m, false)));
         let layout = snapshot::census(&files).unwrap().layout().unwrap();
-        let bytes = build_with(&files, scratch).unwrap();
+        let bytes = build_with(&files, page).unwrap();
         check_with_object(&files, &bytes, layout.size());
         check_snapshot(&files, &bytes);
     }
@@ -749,15 +930,7 @@ fn every_architecture_writes_its_own_machine_and_the_same_tables() {
     let layout = snapshot::census(&files).unwrap().layout().unwrap();
     let write = |target| {
         let mut out = vec![0u8; layout.size() as usize];
-        let mut scratch = vec![Elf64Sym::default(); 256];
-        snapshot::write(
-            &files,
-            layout,
-            target,
-            &mut SliceSink(&mut out),
-            &mut scratch,
-        )
-        .unwrap();
+        snapshot::write(&files, layout, target, &mut SliceSink::new(&mut out)).unwrap();
         out
     };
     let amd64 = write(&FREEBSD_AMD64);

@@ -176,13 +176,11 @@ fn expected(files: &[Arc<Loaded>]) -> Result<Arc<Vec<u8>>, i32> {
         .and_then(|c| c.layout())
         .and_then(|layout| {
             let mut buf = vec![0u8; layout.size() as usize];
-            let mut scratch = vec![ksyms::elf::Elf64Sym::default(); 32];
             ksyms::snapshot::write(
                 &view,
                 layout,
                 &ksyms::elf::FREEBSD_AMD64,
-                &mut ksyms::snapshot::SliceSink(&mut buf),
-                &mut scratch,
+                &mut ksyms::snapshot::SliceSink::with_page_size(&mut buf, 32),
             )
             .map(|_| buf)
         });

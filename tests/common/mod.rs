@@ -147,26 +147,24 @@ pub fn load_elf(path: &Path, module: Option<usize>) -> SimFile {
 // Building and checking snapshots
 // ---------------------------------------------------------------------------
 
-/// Census, layout and write, with `scratch` entries of scratch.
-pub fn build_with(files: &[SimFile], scratch: usize) -> Result<Vec<u8>> {
+/// Census, layout and write, into a buffer cut in pages of `page` bytes.
+pub fn build_with(files: &[SimFile], page: usize) -> Result<Vec<u8>> {
     let census = snapshot::census(files)?;
     let layout = census.layout()?;
     let mut buf = vec![0u8; usize::try_from(layout.size()).map_err(|_| Error::TooLarge)?];
-    let mut scratch = vec![Elf64Sym::default(); scratch];
     let done = snapshot::write(
         files,
         layout,
         &ksyms::elf::FREEBSD_AMD64,
-        &mut SliceSink(&mut buf),
-        &mut scratch,
+        &mut SliceSink::with_page_size(&mut buf, page),
     )?;
     assert_eq!(done, layout);
     Ok(buf)
 }
 
-/// A snapshot of `files` with a moderate scratch buffer.
+/// A snapshot of `files` in pages of the kernel's size.
 pub fn build(files: &[SimFile]) -> Vec<u8> {
-    build_with(files, 256).expect("snapshot")
+    build_with(files, snapshot::PAGE_SIZE).expect("snapshot")
 }
 
 pub fn u16_at(b: &[u8], off: usize) -> u16 {

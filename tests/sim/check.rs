@@ -2,7 +2,6 @@
 //! and an independent reading (the `object` crate) compared with the inputs.
 
 use super::files::{AsFile, EngineFile, SHN_ABS, SHN_UNDEF, STB_LOCAL};
-use ksyms::elf::Elf64Sym;
 use ksyms::snapshot::{self, SliceSink};
 
 /// The bytes the engine produces for `files` (in order; the first is the kernel).
@@ -11,13 +10,12 @@ pub fn engine_bytes<F: AsFile>(files: &[F]) -> Vec<u8> {
     let census = snapshot::census(&view).expect("census of the simulated files");
     let layout = census.layout().expect("layout");
     let mut buf = vec![0u8; layout.size() as usize];
-    let mut scratch = vec![Elf64Sym::default(); 64];
+    // Small pages, unlike the device's: the bytes must not depend on the page size.
     snapshot::write(
         &view,
         layout,
         &ksyms::elf::FREEBSD_AMD64,
-        &mut SliceSink(&mut buf),
-        &mut scratch,
+        &mut SliceSink::with_page_size(&mut buf, 64),
     )
     .expect("engine write");
     buf

@@ -309,7 +309,8 @@ impl SimFile {
     }
 
     /// A synthetic file of `count` symbols (its null symbol included) with names of
-    /// `min..=max` bytes, about 1 in 4 local; a module resolves most of them.
+    /// `min..=max` bytes, about 1 in 4 local, the locals first as in every ELF symbol
+    /// table; a module resolves most of them.
     pub fn synthetic(
         name: &str,
         kernel: bool,
@@ -370,6 +371,11 @@ impl SimFile {
                 None
             });
         }
+        // Locals first, each kind in the order drawn (a stable sort).
+        let mut order: Vec<usize> = (0..syms.len()).collect();
+        order.sort_by_key(|&i| syms[i].st_info >> 4 != STB_LOCAL);
+        let syms = order.iter().map(|&i| syms[i]).collect();
+        let table = order.iter().map(|&i| table[i]).collect();
         SimFile::new(
             name,
             syms,

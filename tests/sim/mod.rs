@@ -81,7 +81,8 @@ pub enum Kind {
     Malloc,
     Free,
     ObjectAlloc,
-    ObjectWrite,
+    PageGrab,
+    PageRelease,
     ObjectRead,
     MapObject,
     UnmapObject,
@@ -92,7 +93,7 @@ pub enum Kind {
     Lock,
 }
 
-const KINDS: usize = 12;
+const KINDS: usize = 13;
 
 impl Kind {
     fn index(self) -> usize {
@@ -102,7 +103,7 @@ impl Kind {
     pub const FAULTABLE: [Kind; 6] = [
         Kind::Malloc,
         Kind::ObjectAlloc,
-        Kind::ObjectWrite,
+        Kind::PageGrab,
         Kind::ObjectRead,
         Kind::MapObject,
         Kind::SetCdevpriv,
@@ -111,7 +112,9 @@ impl Kind {
     pub fn injected_errno(self) -> i32 {
         match self {
             Kind::Malloc | Kind::ObjectAlloc | Kind::MapObject => ENOMEM,
-            Kind::ObjectWrite | Kind::ObjectRead => EFAULT,
+            Kind::ObjectRead => EFAULT,
+            // No page from kpi_object_pages_grab: past the object or written.
+            Kind::PageGrab => EINVAL,
             // devfs_set_cdevpriv can only fail with EBUSY.
             Kind::SetCdevpriv => EBUSY,
             _ => EFAULT,
@@ -138,6 +141,7 @@ type HookFn = Box<dyn FnOnce(Sim) + Send>;
 // Handles: kernel objects cross the boundary as tagged, never reused numbers
 // ---------------------------------------------------------------------------
 
+const TAG_PAGE: usize = 0x4000_0000_0000;
 const TAG_PROC: usize = 0x5000_0000_0000;
 const TAG_OBJ: usize = 0x6000_0000_0000;
 const TAG_LF: usize = 0x7000_0000_0000;
@@ -433,6 +437,11 @@ struct FileObj {
 struct Obj {
     refs: u64,
     data: Vec<u8>,
+    /// Per page: written through kpi_object_pages_release (a page never written
+    /// reads as zeros, as a fresh anonymous page does).
+    valid: Vec<bool>,
+    /// Pages grabbed and not released yet.
+    busy: usize,
     mapped: bool,
     anon: bool,
 }
@@ -464,6 +473,9 @@ struct World {
     next_fp: u64,
     objects: BTreeMap<u64, Obj>,
     dead_objects: u64,
+    /// Pages grabbed by kpi_object_pages_grab and not released yet.
+    pages: BTreeMap<u64, SimPage>,
+    next_page: u64,
     next_obj: u64,
     next_vm_gen: u64,
     mallocs: HashMap<usize, usize>,
@@ -526,6 +538,7 @@ impl World {
             next_pid: 100,
             next_fp: 1,
             next_obj: 1,
+            next_page: 1,
             next_vm_gen: 1,
             ..Default::default()
         }
@@ -581,6 +594,15 @@ impl World {
         match self.objects.get_mut(&id) {
             Some(o) if o.refs > 0 => {
                 o.refs -= 1;
+                if o.refs == 0 && o.busy > 0 {
+                    // vm_object_terminate would wait for the busy pages forever.
+                    let busy = o.busy;
+                    violation(
+                        self,
+                        format!("{what}: last reference to VM object {id} with {busy} pages busy"),
+                    );
+                    return;
+                }
                 if o.refs == 0 {
                     self.objects.remove(&id);
                     self.dead_objects += 1;
@@ -605,6 +627,8 @@ impl World {
             Obj {
                 refs: 1,
                 data: vec![0; len],
+                valid: vec![false; len / PAGE as usize],
+                busy: 0,
                 mapped: false,
                 anon,
             },
@@ -1055,47 +1079,6 @@ pub extern "C" fn kpi_object_release(obj: *mut sys::vm_object) {
     })
 }
 
-#[no_mangle]
-pub extern "C" fn kpi_object_write(
-    obj: *mut sys::vm_object,
-    obj_size: u64,
-    off: u64,
-    buf: *const c_void,
-    len: usize,
-) -> c_int {
-    let _nu = NoUnwind::new();
-    under_lock("kpi_object_write");
-    if bump(Kind::ObjectWrite) {
-        return EFAULT;
-    }
-    with(|w| {
-        let Some(id) = w.obj(obj, "kpi_object_write") else {
-            return EINVAL;
-        };
-        let o = w.objects.get(&id).unwrap();
-        let (mapped, cap) = (o.mapped, o.data.len() as u64);
-        if mapped {
-            violation(
-                w,
-                format!("kpi_object_write: VM object {id} written after it was mapped"),
-            );
-        }
-        let end = off.checked_add(len as u64);
-        if obj_size > cap || end.is_none_or(|e| e > obj_size) || buf.is_null() {
-            violation(
-                w,
-                format!("kpi_object_write: [{off}, +{len}) outside object {id} of {obj_size} (pages {cap})"),
-            );
-            return EINVAL;
-        }
-        // SAFETY: the device passes a kernel buffer of `len` bytes.
-        let src = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
-        let o = w.objects.get_mut(&id).unwrap();
-        o.data[off as usize..off as usize + len].copy_from_slice(src);
-        0
-    })
-}
-
 /// A simulated `struct uio` for a read: offset, residual count, and the caller's
 /// buffer of `len` bytes (the "user" destination, filled from the start).
 #[repr(C)]
@@ -1127,6 +1110,12 @@ pub extern "C" fn kpi_object_read(
         let Some(id) = w.obj(obj, "kpi_object_read") else {
             return EINVAL;
         };
+        if w.objects[&id].busy > 0 {
+            violation(
+                w,
+                format!("kpi_object_read: VM object {id} read with pages still busy"),
+            );
+        }
         let data = &w.objects.get(&id).unwrap().data;
         if obj_size > data.len() as u64 || uio.offset < 0 {
             let msg = format!(
@@ -1150,6 +1139,132 @@ pub extern "C" fn kpi_object_read(
         uio.offset += n as i64;
         0
     })
+}
+
+/// A page held through kpi_object_pages_grab: its own buffer, filled with garbage
+/// (a page is not zeroed), copied into the object when released as written.
+struct SimPage {
+    obj: u64,
+    index: usize,
+    buf: Box<[u8]>,
+}
+
+/// What a fresh page holds before anyone writes it: not zeros.
+const GARBAGE: u8 = 0xa5;
+
+#[no_mangle]
+pub extern "C" fn kpi_object_pages_grab(
+    obj: *mut sys::vm_object,
+    pindex: u64,
+    count: c_int,
+    m: *mut *mut sys::vm_page,
+    va: *mut *mut c_void,
+) -> c_int {
+    let _nu = NoUnwind::new();
+    under_lock("kpi_object_pages_grab");
+    if bump(Kind::PageGrab) {
+        return 0;
+    }
+    with(|w| {
+        let Some(id) = w.obj(obj, "kpi_object_pages_grab") else {
+            return 0;
+        };
+        let o = w.objects.get(&id).unwrap();
+        let pages = o.valid.len() as u64;
+        let mapped = o.mapped;
+        if m.is_null() || va.is_null() || count <= 0 {
+            violation(
+                w,
+                format!("kpi_object_pages_grab: NULL arrays or count {count}"),
+            );
+            return 0;
+        }
+        if mapped {
+            violation(
+                w,
+                format!("kpi_object_pages_grab: VM object {id} written after it was mapped"),
+            );
+        }
+        let mut n = 0usize;
+        while n < count as usize && pindex + (n as u64) < pages {
+            let index = (pindex + n as u64) as usize;
+            if w.pages.values().any(|p| p.obj == id && p.index == index) {
+                // vm_page_grab would sleep on our own busy page forever.
+                violation(
+                    w,
+                    format!(
+                        "kpi_object_pages_grab: page {index} of VM object {id} grabbed while held"
+                    ),
+                );
+                break;
+            }
+            if w.objects[&id].valid[index] {
+                // The shim stops at a page already written.
+                break;
+            }
+            let mut buf = vec![GARBAGE; PAGE as usize].into_boxed_slice();
+            let handle = w.next_page;
+            w.next_page += 1;
+            // SAFETY: the device passes arrays of `count` entries; n < count.
+            unsafe {
+                va.add(n).write(buf.as_mut_ptr().cast());
+                m.add(n)
+                    .write(encode(TAG_PAGE, handle) as *mut sys::vm_page);
+            }
+            w.objects.get_mut(&id).unwrap().busy += 1;
+            w.pages.insert(
+                handle,
+                SimPage {
+                    obj: id,
+                    index,
+                    buf,
+                },
+            );
+            n += 1;
+        }
+        n as c_int
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn kpi_object_pages_release(
+    m: *const *mut sys::vm_page,
+    count: c_int,
+    written: c_int,
+) {
+    let _nu = NoUnwind::new();
+    under_lock("kpi_object_pages_release");
+    bump(Kind::PageRelease);
+    if m.is_null() || count <= 0 {
+        report(format!(
+            "kpi_object_pages_release: NULL array or count {count}"
+        ));
+        return;
+    }
+    for i in 0..count as usize {
+        // SAFETY: the device passes an array of `count` page pointers.
+        let page = unsafe { m.add(i).read() };
+        with(|w| {
+            let held = decode(TAG_PAGE, page as usize).and_then(|h| w.pages.remove(&h));
+            let Some(held) = held else {
+                violation(
+                    w,
+                    format!("kpi_object_pages_release: {page:?} is not a grabbed page"),
+                );
+                return;
+            };
+            let Some(o) = w.objects.get_mut(&held.obj) else {
+                violation(w, "kpi_object_pages_release: its VM object is gone".into());
+                return;
+            };
+            o.busy -= 1;
+            if written != 0 {
+                let at = held.index * PAGE as usize;
+                o.data[at..at + PAGE as usize].copy_from_slice(&held.buf);
+                o.valid[held.index] = true;
+            }
+        })
+    }
 }
 
 #[no_mangle]
@@ -1238,6 +1353,12 @@ pub extern "C" fn kpi_map_object(
                 format!("kpi_map_object: {len} bytes of a smaller object {id}"),
             );
             return EINVAL;
+        }
+        if w.objects[&id].busy > 0 {
+            violation(
+                w,
+                format!("kpi_map_object: VM object {id} mapped with pages still busy"),
+            );
         }
         w.map_tries.push((hint, len));
         let Some(addr) = w.place(pid, hint, len) else {
@@ -1426,7 +1547,8 @@ fn _signatures_match_bindings() {
         kpi_malloc(_); kpi_free(_); kpi_lock(); kpi_unlock(); kpi_linker_foreach(_, _);
         kpi_linker_file(_, _); kpi_symbol_value(_, _, _);
         kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
-        kpi_object_write(_, _, _, _, _); kpi_object_read(_, _, _);
+        kpi_object_read(_, _, _);
+        kpi_object_pages_grab(_, _, _, _, _); kpi_object_pages_release(_, _, _);
         kpi_curproc(); kpi_vm_layout(_); kpi_map_object(_, _, _, _);
         kpi_unmap_object(_, _, _, _); kpi_set_cdevpriv(_); kpi_get_cdevpriv(_);
         kpi_probe(_, _, _, _, _);
@@ -1445,6 +1567,8 @@ pub struct Accounting {
     pub malloc_bytes: usize,
     pub objects: usize,
     pub object_refs: u64,
+    /// Pages grabbed for writing and not released.
+    pub pages_held: usize,
     pub mappings: usize,
     pub cdevprivs: usize,
     pub open_files: usize,
@@ -1632,6 +1756,7 @@ impl Sim {
                 malloc_bytes: w.mallocs.values().sum(),
                 objects: w.objects.len(),
                 object_refs: w.objects.values().map(|o| o.refs).sum(),
+                pages_held: w.pages.len(),
                 ..Default::default()
             };
             for p in w.procs.values() {

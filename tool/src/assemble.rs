@@ -162,13 +162,11 @@ pub fn build(files: &[InputFile], machine: Machine) -> Result<Vec<u8>, String> {
     let layout = census.layout().map_err(|e| format!("layout: {e:?}"))?;
     let size = usize::try_from(layout.size()).map_err(|_| "snapshot too large".to_string())?;
     let mut bytes = vec![0u8; size];
-    let mut scratch = vec![Elf64Sym::default(); 512];
     snapshot::write(
         files,
         layout,
         machine.target(),
-        &mut SliceSink(&mut bytes),
-        &mut scratch,
+        &mut SliceSink::new(&mut bytes),
     )
     .map_err(|e| format!("writing: {e:?} (a malformed input symbol table?)"))?;
     Ok(bytes)

@@ -1,0 +1,468 @@
+//! The simulated kernel services of the benchmark against FreeBSD's C driver, with
+//! what they cost, and the two builds that use them: ours ([`ours`], the steps of
+//! `src/device.rs`'s `build_once`) and the C driver's algorithm ([`c`], ksyms_c.c).
+//!
+//! Both read the same linker tables (tests/sim/files.rs `SimFile`s) and write into
+//! the same VM-object model ([`Kernel`]), which charges a fixed cost per service
+//! call and per page visited, as uiomove_object() does with its page lookups, busy
+//! and queue operations, and copies the bytes for real:
+//!
+//! - an object write (uiomove_object of a kernel buffer): one call, and one page
+//!   visit per page it touches; a page touched for the first time is allocated and
+//!   zero-filled (vm_page_grab_valid on a fresh swap object zeroes it);
+//! - a run of page grabs (kpi_object_pages_grab): one call, and per page one visit
+//!   and one allocation, no zeroing; a run of releases: one call;
+//! - a symbol value (LINKER_SYMBOL_VALUES): one indirect call, as kobj dispatches it.
+
+// Shared with the tests, which use more of it; its Rng::next is not an Iterator's.
+#[allow(dead_code, clippy::should_implement_trait)]
+#[path = "../../tests/sim/files.rs"]
+mod files;
+
+pub use files::{Rng, SimFile};
+use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
+use ksyms::snapshot::{Batched, Census, LinkerFile, PageRuns, Writer, PAGE_SIZE};
+use ksyms::{Error, Result};
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, c_int, c_long, c_void};
+use std::hint::black_box;
+use std::ptr::NonNull;
+use std::time::Instant;
+
+/// What a service costs beyond the bytes it copies, in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Costs {
+    /// Per kernel-service call (the call, its argument checks, a uio set up).
+    pub call_ns: f64,
+    /// Per page visited (lookup, busy and unbusy, dirty, page-queue update).
+    pub page_ns: f64,
+    /// Per page allocated in the object (vm_page_alloc).
+    pub alloc_ns: f64,
+}
+
+/// Busy work of about `ns` nanoseconds.
+struct Spin {
+    per_ns: f64,
+}
+
+impl Spin {
+    fn calibrate() -> Spin {
+        let n = 20_000_000u64;
+        let t = Instant::now();
+        spin(n);
+        Spin {
+            per_ns: n as f64 / (t.elapsed().as_nanos() as f64).max(1.0),
+        }
+    }
+    fn cost(&self, ns: f64) {
+        spin((ns * self.per_ns) as u64);
+    }
+}
+
+#[inline(never)]
+fn spin(iters: u64) {
+    let mut x = 0u64;
+    for i in 0..iters {
+        x = black_box(x.wrapping_add(i));
+    }
+    black_box(x);
+}
+
+/// Kernel-service calls of one build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub walks: u64,
+    pub symbol_values: u64,
+    /// uiomove_object writes.
+    pub object_writes: u64,
+    /// Pages grabbed for writing in place, and the calls that gave them back.
+    pub grab_calls: u64,
+    pub page_grabs: u64,
+    pub page_releases: u64,
+    /// Page visits of object writes and grabs.
+    pub page_visits: u64,
+    /// Bytes copied into a staging buffer.
+    pub staged: u64,
+    /// Bytes copied into the object.
+    pub copied: u64,
+    /// Bytes zero-filled in new pages.
+    pub zeroed: u64,
+}
+
+/// A linker file as the kernel linker hands it out during a walk.
+pub struct File {
+    sim: SimFile,
+    id: c_int,
+    kernel: *const Kernel,
+}
+
+/// The linker files and one VM object.
+pub struct Kernel {
+    files: Vec<File>,
+    costs: Costs,
+    spin: Spin,
+    counts: Cell<Counts>,
+    /// The object's pages (reused from build to build, like pages from the free
+    /// list: a new page holds whatever it held before), and which of them exist.
+    data: RefCell<Vec<u8>>,
+    created: RefCell<Vec<bool>>,
+    size: Cell<u64>,
+}
+
+impl Kernel {
+    pub fn new(files: Vec<SimFile>, costs: Costs) -> Box<Kernel> {
+        let mut k = Box::new(Kernel {
+            files: Vec::new(),
+            costs,
+            spin: Spin::calibrate(),
+            counts: Cell::new(Counts::default()),
+            data: RefCell::new(Vec::new()),
+            created: RefCell::new(Vec::new()),
+            size: Cell::new(0),
+        });
+        let me: *const Kernel = &*k;
+        k.files = files
+            .into_iter()
+            .enumerate()
+            .map(|(i, sim)| File {
+                sim,
+                id: i as c_int + 1,
+                kernel: me,
+            })
+            .collect();
+        k
+    }
+
+    pub fn take_counts(&self) -> Counts {
+        self.counts.take()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counts)) {
+        let mut c = self.counts.get();
+        f(&mut c);
+        self.counts.set(c);
+    }
+
+    /// The object's bytes (its size as last allocated).
+    pub fn object(&self) -> Vec<u8> {
+        self.data.borrow()[..self.size.get() as usize].to_vec()
+    }
+
+    /// linker_file_foreach.
+    fn foreach(&self, f: impl FnMut(&File) -> Result<()>) -> Result<()> {
+        self.count(|c| c.walks += 1);
+        self.files.iter().try_for_each(f)
+    }
+
+    /// vm_pager_allocate: a fresh object of `size` bytes, no page in it yet.
+    fn object_alloc(&self, size: u64) {
+        let len = (size as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let mut data = self.data.borrow_mut();
+        if data.len() < len {
+            data.resize(len, 0xa5);
+        }
+        let mut created = self.created.borrow_mut();
+        created.clear();
+        created.resize(len / PAGE_SIZE, false);
+        self.size.set(size);
+    }
+
+    /// Allocates page `index` if it does not exist; whether it was new.
+    fn visit(&self, index: usize) -> bool {
+        self.spin.cost(self.costs.page_ns);
+        self.count(|c| c.page_visits += 1);
+        let mut created = self.created.borrow_mut();
+        let new = !created[index];
+        if new {
+            created[index] = true;
+            self.spin.cost(self.costs.alloc_ns);
+        }
+        new
+    }
+
+    /// uiomove_object of `buf` into the object at `off`.
+    fn object_write(&self, buf: &[u8], off: u64) -> Result<()> {
+        self.spin.cost(self.costs.call_ns);
+        let (off, size) = (off as usize, self.size.get() as usize);
+        if off > size || buf.len() > size - off {
+            return Err(Error::Invalid);
+        }
+        self.count(|c| {
+            c.object_writes += 1;
+            c.copied += buf.len() as u64;
+        });
+        let mut at = off;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let index = at / PAGE_SIZE;
+            let page = index * PAGE_SIZE;
+            if self.visit(index) {
+                black_box(&mut self.data.borrow_mut()[page..page + PAGE_SIZE]).fill(0);
+                self.count(|c| c.zeroed += PAGE_SIZE as u64);
+            }
+            let n = rest.len().min(page + PAGE_SIZE - at);
+            self.data.borrow_mut()[at..at + n].copy_from_slice(&rest[..n]);
+            at += n;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+}
+
+/// Our pages on the model: kpi_object_pages_grab / kpi_object_pages_release, used
+/// through the engine's `Batched` sink as src/device.rs uses them.
+struct ObjectPages<'k> {
+    kernel: &'k Kernel,
+    data: *mut u8,
+}
+
+// SAFETY: each page handed out is PAGE_SIZE bytes of the kernel's object buffer,
+// borrowed for the build (ours() holds the RefCell borrow), and given out once.
+unsafe impl PageRuns for ObjectPages<'_> {
+    type Handle = usize;
+
+    fn page_size(&self) -> usize {
+        PAGE_SIZE
+    }
+
+    fn grab(&mut self, first: u64, out: &mut [(usize, NonNull<u8>)]) -> Result<usize> {
+        let k = self.kernel;
+        k.spin.cost(k.costs.call_ns);
+        k.count(|c| c.grab_calls += 1);
+        let pages = k.created.borrow().len();
+        let mut n = 0;
+        for (slot, index) in out.iter_mut().zip(first as usize..pages) {
+            if k.created.borrow()[index] {
+                // The shim stops at a page already written.
+                break;
+            }
+            k.visit(index);
+            // SAFETY: index < pages, inside the object's buffer.
+            let va = unsafe { self.data.add(index * PAGE_SIZE) };
+            *slot = (index, NonNull::new(va).ok_or(Error::Invalid)?);
+            n += 1;
+        }
+        k.count(|c| c.page_grabs += n as u64);
+        if n == 0 {
+            Err(Error::Invalid)
+        } else {
+            Ok(n)
+        }
+    }
+
+    unsafe fn release(&mut self, pages: &[usize], complete: bool) {
+        let k = self.kernel;
+        k.spin.cost(k.costs.call_ns);
+        k.count(|c| c.page_releases += 1);
+        if complete {
+            k.count(|c| c.copied += (pages.len() * PAGE_SIZE) as u64);
+        }
+    }
+}
+
+/// The indirect call both builds make for a module's symbol value, counted.
+type SymbolValues = unsafe extern "C" fn(*mut c_void, *const Elf64Sym, *mut u64) -> c_int;
+
+/// LINKER_SYMBOL_VALUES: the address the linker reports for `sym`, a symbol of
+/// `lf`'s table.
+unsafe extern "C" fn symbol_values(
+    lf: *mut c_void,
+    sym: *const Elf64Sym,
+    value: *mut u64,
+) -> c_int {
+    // SAFETY: both builds pass a File of the walk and a symbol of its table.
+    let file = unsafe { &*lf.cast::<File>() };
+    // SAFETY: the file's kernel outlives its files.
+    unsafe { &*file.kernel }.count(|c| c.symbol_values += 1);
+    let base = file.sim.syms.as_ptr() as usize;
+    let index = (sym as usize - base) / std::mem::size_of::<Elf64Sym>();
+    match file.sim.resolve(index) {
+        Some(v) => {
+            // SAFETY: a valid out pointer from the caller.
+            unsafe { value.write(v) };
+            0
+        }
+        None => 2,
+    }
+}
+
+/// The resolver as a function pointer that the optimizer cannot see through.
+fn resolver() -> SymbolValues {
+    black_box(symbol_values as SymbolValues)
+}
+
+/// Our engine's view of a file during the walk (as src/kpi.rs's KernelFile).
+struct View<'f> {
+    file: &'f File,
+    resolve: SymbolValues,
+}
+
+impl LinkerFile for View<'_> {
+    fn is_kernel(&self) -> bool {
+        self.file.id == 1
+    }
+    fn symbols(&self) -> Result<&[Elf64Sym]> {
+        Ok(&self.file.sim.syms)
+    }
+    fn strings(&self) -> Result<&[u8]> {
+        Ok(&self.file.sim.strs)
+    }
+    fn symbol_value(&self, index: usize, _sym: &Elf64Sym) -> Option<u64> {
+        let sym = self.file.sim.syms.get(index)?;
+        let mut value = 0;
+        let lf = (self.file as *const File).cast_mut().cast();
+        // SAFETY: a file of the walk, a symbol of its table, a valid out pointer.
+        (unsafe { (self.resolve)(lf, sym, &mut value) } == 0).then_some(value)
+    }
+}
+
+/// Our build, step for step as src/device.rs's `build` and `build_once`: the census
+/// walk (ordered on the first attempt), the object, the writing walk straight into
+/// its pages. Returns the snapshot's size.
+pub fn ours(k: &Kernel) -> Result<u64> {
+    let resolve = resolver();
+    for attempt in 0..3 {
+        let mut census = Census::default();
+        k.foreach(|f| {
+            let view = View { file: f, resolve };
+            if attempt > 0 {
+                census.add(&view)
+            } else {
+                census.add_ordered(&view)
+            }
+        })?;
+        let layout = census.layout()?;
+        k.object_alloc(layout.size());
+        let mut data = k.data.borrow_mut();
+        let mut pages = ObjectPages {
+            kernel: k,
+            data: data.as_mut_ptr(),
+        };
+        let mut sink = Batched::new(&mut pages, layout.size());
+        let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?;
+        k.foreach(|f| writer.add(&View { file: f, resolve }))?;
+        let done = writer.finish();
+        drop(sink);
+        match done {
+            Err(Error::Changed) => continue,
+            r => return r.map(|l| l.size()),
+        }
+    }
+    Err(Error::Changed)
+}
+
+// ---------------------------------------------------------------------------
+// The C driver's algorithm (ksyms_c.c) on the same services
+// ---------------------------------------------------------------------------
+
+#[repr(C)]
+struct Services {
+    ctx: *const c_void,
+    foreach: unsafe extern "C" fn(
+        *const c_void,
+        unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+        *mut c_void,
+    ) -> c_int,
+    symtab_get: unsafe extern "C" fn(*mut c_void, *mut *const Elf64Sym) -> c_long,
+    strtab_get: unsafe extern "C" fn(*mut c_void, *mut *const c_char) -> c_long,
+    lf_id: unsafe extern "C" fn(*mut c_void) -> c_int,
+    symbol_values: SymbolValues,
+    object_alloc: unsafe extern "C" fn(*const c_void, u64) -> c_int,
+    object_write: unsafe extern "C" fn(*const c_void, *const c_void, u64, usize) -> c_int,
+    staged: u64,
+}
+
+extern "C" {
+    fn kb_c_build(k: *mut Services, size: *mut u64) -> c_int;
+}
+
+unsafe extern "C" fn c_foreach(
+    k: *const c_void,
+    cb: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: the kernel passed in Services, alive for the build.
+    let k = unsafe { &*k.cast::<Kernel>() };
+    let mut ret = 0;
+    let _ = k.foreach(|f| {
+        // SAFETY: the C driver's callback, with its own argument.
+        ret = unsafe { cb((f as *const File).cast_mut().cast(), arg) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Error::Invalid)
+        }
+    });
+    ret
+}
+
+unsafe extern "C" fn c_symtab_get(lf: *mut c_void, symtab: *mut *const Elf64Sym) -> c_long {
+    // SAFETY: a File of the walk; a valid out pointer.
+    let f = unsafe { &*lf.cast::<File>() };
+    // SAFETY: as above.
+    unsafe { symtab.write(f.sim.syms.as_ptr()) };
+    f.sim.syms.len() as c_long
+}
+
+unsafe extern "C" fn c_strtab_get(lf: *mut c_void, strtab: *mut *const c_char) -> c_long {
+    // SAFETY: a File of the walk; a valid out pointer.
+    let f = unsafe { &*lf.cast::<File>() };
+    // SAFETY: as above.
+    unsafe { strtab.write(f.sim.strs.as_ptr().cast()) };
+    f.sim.strs.len() as c_long
+}
+
+unsafe extern "C" fn c_lf_id(lf: *mut c_void) -> c_int {
+    // SAFETY: a File of the walk.
+    unsafe { &*lf.cast::<File>() }.id
+}
+
+unsafe extern "C" fn c_object_alloc(k: *const c_void, size: u64) -> c_int {
+    // SAFETY: the kernel of Services.
+    unsafe { &*k.cast::<Kernel>() }.object_alloc(size);
+    0
+}
+
+unsafe extern "C" fn c_object_write(
+    k: *const c_void,
+    buf: *const c_void,
+    off: u64,
+    len: usize,
+) -> c_int {
+    // SAFETY: the kernel of Services; the driver's buffer of len bytes.
+    let (k, buf) = unsafe {
+        (
+            &*k.cast::<Kernel>(),
+            std::slice::from_raw_parts(buf.cast::<u8>(), len),
+        )
+    };
+    match k.object_write(buf, off) {
+        Ok(()) => 0,
+        Err(_) => 22,
+    }
+}
+
+/// The C driver's build: the snapshot's size.
+pub fn c(k: &Kernel) -> Result<u64> {
+    let mut services = Services {
+        ctx: (k as *const Kernel).cast(),
+        foreach: c_foreach,
+        symtab_get: c_symtab_get,
+        strtab_get: c_strtab_get,
+        lf_id: c_lf_id,
+        symbol_values: resolver(),
+        object_alloc: c_object_alloc,
+        object_write: c_object_write,
+        staged: 0,
+    };
+    let mut size = 0;
+    // SAFETY: services and size are valid for the call; every callback matches
+    // the C declaration of struct kb_services.
+    let r = unsafe { kb_c_build(&mut services, &mut size) };
+    k.count(|c| c.staged += services.staged);
+    if r == 0 {
+        Ok(size)
+    } else {
+        Err(Error::Kernel(r))
+    }
+}
