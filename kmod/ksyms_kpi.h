@@ -112,19 +112,20 @@ void	 kpi_object_release(struct vm_object *obj);
  * negative) to the caller's buffers, stopping at obj_size (at most
  * KPI_OBJECT_MAX). errno.
  */
-int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio);
+int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size,
+	    struct uio *uio);
 /*
  * Writing a new object in place (one copy, no uio): pages pindex.. of obj, up
- * to count of them, stopping at the object's end or at a page that already
- * holds data; each allocated now (not zeroed), exclusive-busied and wired,
- * with m[i] and va[i], its direct-map address (KPI_PAGE_SIZE writable bytes).
- * Returns how many (0: pindex is past the object or holds data). Never called
- * with obj mapped anywhere, nor for a page the caller holds.
+ * to count (> 0) of them, stopping at the object's end or at a page that
+ * already holds data; each allocated now (not zeroed), exclusive-busied and
+ * wired, with m[i] and va[i], its direct-map address (KPI_PAGE_SIZE writable
+ * bytes). Returns how many (0: pindex is past the object or holds data). Never
+ * called with obj mapped anywhere, nor for a page the caller holds.
  */
-int	 kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
-	    struct vm_page **m, void **va);
+int	 kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex,
+	    int count, struct vm_page **m, void **va);
 /*
- * Gives back count pages of kpi_object_pages_grab: valid and dirty when
+ * Gives back count (> 0) pages of kpi_object_pages_grab: valid and dirty when
  * written is non-zero (every byte of each was written), else left invalid
  * (their garbage is never read and goes with the object); unbusied and
  * unwired into the active queue, pageable like any anonymous page.

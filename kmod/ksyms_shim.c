@@ -195,6 +195,7 @@ kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
 	vm_page_t p;
 	int i;
 
+	KASSERT(count > 0, ("ksyms: grab of %d pages", count));
 	VM_OBJECT_WLOCK(obj);
 	for (i = 0; i < count && pindex + i < obj->size; i++) {
 		p = vm_page_grab(obj, pindex + i,
@@ -217,6 +218,7 @@ kpi_object_pages_release(struct vm_page *const *m, int count, int written)
 {
 	int i;
 
+	KASSERT(count > 0, ("ksyms: release of %d pages", count));
 	for (i = 0; i < count; i++) {
 		if (written) {
 			vm_page_valid(m[i]);

@@ -248,9 +248,12 @@ impl VmObject {
         let mut m = [core::ptr::null_mut::<sys::vm_page>(); RUN];
         let mut va = [core::ptr::null_mut::<c_void>(); RUN];
         let count = out.len().min(RUN);
-        let count32 = i32::try_from(count).map_err(|_| Error::Invalid)?;
+        let count32 = i32::try_from(count)
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or(Error::Invalid)?;
         // SAFETY: the object is alive (we hold a reference); m and va have room
-        // for count entries.
+        // for count entries, and count is not 0 (checked), as the shim asserts.
         let n = unsafe {
             sys::kpi_object_pages_grab(
                 self.0.as_ptr(),
@@ -290,12 +293,12 @@ impl VmObject {
     /// # Safety
     /// Each page came from [`VmObject::grab_pages`] and is given back once.
     pub unsafe fn release_pages(pages: &[PageHandle], written: bool) {
-        let Ok(count) = i32::try_from(pages.len()) else {
+        let Some(count) = i32::try_from(pages.len()).ok().filter(|&c| c > 0) else {
             return;
         };
         // SAFETY: PageHandle is a transparent *mut vm_page, so the slice is an
-        // array of count page pointers; each grabbed and given back once
-        // (contract).
+        // array of count page pointers, count not 0 (checked; the shim asserts
+        // it); each grabbed and given back once (contract).
         unsafe {
             sys::kpi_object_pages_release(
                 pages.as_ptr().cast::<*mut sys::vm_page>(),

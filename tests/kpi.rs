@@ -1,7 +1,8 @@
 //! The decisions that used to live in the shim, where the tests now reach them: the
 //! placement of the opener's mapping on each release's VM (13.x and 14.0 and later
-//! read a hint of 0 differently), the device's mode from its tunable, and the SDT
-//! probes the shim defines and Rust fires (the simulator records each firing).
+//! read a hint of 0 differently), the device's mode from its tunable, the SDT
+//! probes the shim defines and Rust fires (the simulator records each firing), and
+//! the checks the page services' wrappers make for what the shim only asserts.
 
 #[path = "sim/mod.rs"]
 mod sim;
@@ -423,5 +424,31 @@ fn every_attempt_of_a_changing_build_is_seen() {
         }
     ));
     k.close(p, fd).unwrap();
+    k.shutdown();
+}
+
+// ---------------------------------------------------------------------------
+// Page services: what the shim asserts, the wrappers check
+// ---------------------------------------------------------------------------
+
+/// kpi_object_pages_grab and kpi_object_pages_release assert a count above 0;
+/// the wrappers refuse an empty run before the call (the simulator records a
+/// call with a count of 0 as a violation, which fails the shutdown).
+#[test]
+fn the_page_wrappers_never_pass_an_empty_run() {
+    use ksyms::kpi::{PageHandle, VmObject};
+    use std::ptr::NonNull;
+
+    let k = Kernel::boot(compiled().kernel.clone(), vec![]);
+    let obj = VmObject::alloc(4 * PAGE).unwrap();
+    assert_eq!(obj.grab_pages(0, &mut []), Err(Error::Invalid));
+    // SAFETY: no page to give back.
+    unsafe { VmObject::release_pages(&[], true) };
+    // A run that is not empty still works, from the first page (nothing held).
+    let mut out = [(PageHandle::default(), NonNull::dangling()); 2];
+    assert_eq!(obj.grab_pages(0, &mut out), Ok(2));
+    // SAFETY: the two pages just grabbed, given back once.
+    unsafe { VmObject::release_pages(&[out[0].0, out[1].0], false) };
+    drop(obj);
     k.shutdown();
 }
