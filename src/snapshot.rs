@@ -1026,33 +1026,34 @@ impl Fix {
         dst: &mut [[u8; SYM]],
     ) -> Result<usize> {
         let mut names = 0u32;
-        // The ORed (locals) or lowest (the others) st_info of the run: STB_LOCAL is
-        // binding 0, st_info below 0x10.
-        let mut info = if LOCAL { 0u8 } else { u8::MAX };
+        // Whether the run has a symbol of the other kind, gathered: for locals, the
+        // first words ORed (a binding other than STB_LOCAL, 0, shows in BIND_BITS);
+        // for the others, whether one had binding 0.
+        let mut other = 0u64;
         let mut n = 0usize;
         for ((d, sym), index) in dst.iter_mut().zip(run).zip(first..) {
             if MODULE && sym.is_local() != LOCAL {
                 break;
             }
             let [head, mut value, size] = words(sym);
-            let name = (head >> NAME_SHIFT) as u32;
-            let st_info = (head >> INFO_SHIFT) as u8;
-            info = if LOCAL {
-                info | st_info
+            other |= if LOCAL {
+                head
             } else {
-                info.min(st_info)
+                u64::from(head & BIND_BITS == 0)
             };
+            let name = (head >> NAME_SHIFT) as u32;
             names = names.max(name);
-            // base + st_name < base + strsz <= string_bytes <= u32::MAX whenever the
-            // name is in its table; otherwise the attempt fails below.
-            let name = self.base.wrapping_add(name);
+            // st_shndx to SHN_ABS (defined) or SHN_UNDEF, and st_name rebased: base +
+            // st_name < base + strsz <= string_bytes <= u32::MAX whenever the name is
+            // in its table, so the sum stays in st_name's bits; otherwise it may run
+            // into st_info, and the attempt fails below.
             let shndx = if (head >> SHNDX_SHIFT) as u16 == SHN_UNDEF {
                 SHN_UNDEF
             } else {
                 SHN_ABS
             };
-            let head =
-                (head & KEEP) | u64::from(name) << NAME_SHIFT | u64::from(shndx) << SHNDX_SHIFT;
+            let head = (head & !SHNDX_BITS).wrapping_add(u64::from(self.base) << NAME_SHIFT)
+                | u64::from(shndx) << SHNDX_SHIFT;
             if MODULE {
                 if let Some(v) = file.symbol_value(index, sym) {
                     value = v;
@@ -1065,7 +1066,7 @@ impl Fix {
         }
         if !MODULE {
             n = dst.len().min(run.len());
-            if (info < 0x10) != LOCAL {
+            if (if LOCAL { other & BIND_BITS } else { other }) != 0 {
                 // A symbol of the other kind in the run (a table not in ELF's order):
                 // the run ends before it.
                 let mine = run.iter().take_while(|s| s.is_local() == LOCAL);
@@ -1081,8 +1082,7 @@ impl Fix {
 }
 
 /// The first eight bytes of a symbol (st_name, st_info, st_other, st_shndx) as one
-/// word read in the machine's byte order: where each field lies in it, and which
-/// bits keep their value through the fix-ups (st_info and st_other).
+/// word read in the machine's byte order: where each field lies in it.
 const NAME_SHIFT: u32 = if cfg!(target_endian = "little") {
     0
 } else {
@@ -1098,11 +1098,9 @@ const SHNDX_SHIFT: u32 = if cfg!(target_endian = "little") {
 } else {
     0
 };
-const KEEP: u64 = if cfg!(target_endian = "little") {
-    0xffff << 32
-} else {
-    0xffff << 16
-};
+const SHNDX_BITS: u64 = 0xffff << SHNDX_SHIFT;
+/// The binding: the top four bits of st_info.
+const BIND_BITS: u64 = 0xf0 << INFO_SHIFT;
 
 /// A symbol as three words in the machine's byte order: the fields above, st_value,
 /// st_size.
