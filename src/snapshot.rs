@@ -1011,12 +1011,11 @@ impl Fix {
     /// whose bytes stand (those after them are to be overwritten). Fails with
     /// [`Error::BadLinkerFile`] when one of those names a string past its table.
     ///
-    /// Each symbol is read once and written once, whole. The kernel's are fixed up
-    /// in one tight loop with no branch on their contents: the checks are gathered
-    /// on the way (the highest name; the bindings, the top four bits of `st_info`,
-    /// all ORed for locals, the lowest for the others) and judged once at the end. A
-    /// module's loop asks the linker for each value, and stops at a symbol of the
-    /// other kind before asking for it.
+    /// Each symbol is read once and written once, whole, in one tight loop with no
+    /// branch on its contents: the checks are gathered on the way (the highest
+    /// name; the bindings, the top four bits of `st_info`) and judged once at the
+    /// end. Then, for a module, the linker is asked for the value of each symbol of
+    /// the run's kind, which is patched in place.
     #[inline(always)]
     fn run<F: LinkerFile, const MODULE: bool, const LOCAL: bool>(
         self,
@@ -1030,19 +1029,14 @@ impl Fix {
         // first words ORed (a binding other than STB_LOCAL, 0, shows in BIND_BITS);
         // for the others, whether one had binding 0.
         let mut other = 0u64;
-        let mut n = 0usize;
-        for ((d, sym), index) in dst.iter_mut().zip(run).zip(first..) {
-            if MODULE && sym.is_local() != LOCAL {
-                break;
-            }
-            let [head, mut value, size] = words(sym);
+        for (d, sym) in dst.iter_mut().zip(run) {
+            let [head, value, size] = words(sym);
             other |= if LOCAL {
                 head
             } else {
                 u64::from(head & BIND_BITS == 0)
             };
-            let name = (head >> NAME_SHIFT) as u32;
-            names = names.max(name);
+            names = names.max((head >> NAME_SHIFT) as u32);
             // st_shndx to SHN_ABS (defined) or SHN_UNDEF, and st_name rebased: base +
             // st_name < base + strsz <= string_bytes <= u32::MAX whenever the name is
             // in its table, so the sum stays in st_name's bits; otherwise it may run
@@ -1054,32 +1048,46 @@ impl Fix {
             };
             let head = (head & !SHNDX_BITS).wrapping_add(u64::from(self.base) << NAME_SHIFT)
                 | u64::from(shndx) << SHNDX_SHIFT;
-            if MODULE {
-                if let Some(v) = file.symbol_value(index, sym) {
-                    value = v;
-                }
-                n = n.saturating_add(1);
-            }
             for (d, w) in d.as_chunks_mut::<8>().0.iter_mut().zip([head, value, size]) {
                 *d = w.to_ne_bytes();
             }
         }
-        if !MODULE {
-            n = dst.len().min(run.len());
-            if (if LOCAL { other & BIND_BITS } else { other }) != 0 {
-                // A symbol of the other kind in the run (a table not in ELF's order):
-                // the run ends before it.
-                let mine = run.iter().take_while(|s| s.is_local() == LOCAL);
-                n = mine.clone().count();
-                names = mine.map(|s| s.st_name).max().unwrap_or(0);
-            }
+        let mut n = dst.len().min(run.len());
+        if (if LOCAL { other & BIND_BITS } else { other }) != 0 {
+            // A symbol of the other kind in the run (a table not in ELF's order): the
+            // run ends before it.
+            let mine = run.iter().take_while(|s| s.is_local() == LOCAL);
+            n = mine.clone().count();
+            names = mine.map(|s| s.st_name).max().unwrap_or(0);
         }
         if n > 0 && names >= self.strsz {
             return Err(Error::BadLinkerFile);
         }
+        if MODULE {
+            for ((d, sym), index) in dst.iter_mut().zip(run).zip(first..).take(n) {
+                if let Some(value) = file.symbol_value(index, sym) {
+                    put(d, VALUE, &value.to_ne_bytes());
+                }
+            }
+        }
         Ok(n)
     }
 }
+
+/// Copies `bytes` into `dst` at `at`, when they fit (always, for the fields of a
+/// symbol).
+#[inline(always)]
+fn put(dst: &mut [u8; SYM], at: usize, bytes: &[u8]) {
+    if let Some(d) = at
+        .checked_add(bytes.len())
+        .and_then(|end| dst.get_mut(at..end))
+    {
+        d.copy_from_slice(bytes);
+    }
+}
+
+/// Where st_value lies in a symbol.
+const VALUE: usize = core::mem::offset_of!(Elf64Sym, st_value);
 
 /// The first eight bytes of a symbol (st_name, st_info, st_other, st_shndx) as one
 /// word read in the machine's byte order: where each field lies in it.
