@@ -702,8 +702,10 @@ impl<S: Sink> Window<'_, S> {
     /// The bytes of the file from `offset` to the end of its page, but not past
     /// `limit`, and the slot of that page. Empty when `offset >= limit`.
     fn span(&mut self, offset: u64, limit: u64) -> Result<(usize, &mut [u8])> {
-        let slot = self.slot(offset / self.page)?;
-        let from = (offset % self.page) as usize;
+        // page > 0 (Writer::new).
+        let index = offset.checked_div(self.page).ok_or(Error::Invalid)?;
+        let from = offset.checked_rem(self.page).ok_or(Error::Invalid)? as usize;
+        let slot = self.slot(index)?;
         let want = usize::try_from(limit.saturating_sub(offset)).unwrap_or(usize::MAX);
         let held = self
             .held
@@ -977,7 +979,7 @@ impl<'w, S: Sink> Writer<'w, S> {
         // Every byte of the file is written; the rest of its last page gets zeros.
         let size = self.layout.size;
         if let Some(last) = size.checked_sub(1) {
-            let index = last / self.window.page;
+            let index = last.checked_div(self.window.page).ok_or(Error::Invalid)?;
             if self.window.is_held(index) {
                 let (slot, tail) = self.window.span(size, u64::MAX)?;
                 tail.fill(0);
