@@ -1066,8 +1066,10 @@ impl Fix {
             return Err(Error::BadLinkerFile);
         }
         if MODULE {
-            for ((d, sym), index) in dst.iter_mut().zip(run).zip(first..).take(n) {
-                if let Some(value) = file.symbol_value(index, sym) {
+            let dst = dst.get_mut(..n).unwrap_or_default();
+            for (k, (d, sym)) in dst.iter_mut().zip(run).enumerate() {
+                // first + k < symbols.len(): no overflow.
+                if let Some(value) = file.symbol_value(first.wrapping_add(k), sym) {
                     put(d, VALUE, &value.to_ne_bytes());
                 }
             }
