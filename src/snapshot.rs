@@ -198,8 +198,8 @@ const RUNS: usize = 3;
 // A run's pages are bits of a u32 (with room for bit BATCH when masking).
 const _: () = assert!(BATCH < u32::BITS as usize);
 
-/// Pages `first..first + BATCH` grabbed in one call, those not handed out yet
-/// marked in `left` (bit k for page first + k).
+/// Up to BATCH pages from `first` on, grabbed in one call; those not handed out
+/// yet are marked in `left` (bit k for page first + k).
 #[derive(Clone, Copy)]
 struct Run<H> {
     first: u64,
@@ -291,7 +291,7 @@ impl<'r, R: PageRuns> Batched<'r, R> {
             if k >= BATCH as u64 {
                 continue;
             }
-            // k < BATCH <= 32: the shift stays inside the word.
+            // k < BATCH < 32: the shift stays inside the word.
             let bit = 1u32.wrapping_shl(k as u32);
             if run.left & bit == 0 {
                 continue;
