@@ -191,11 +191,31 @@ pub unsafe trait PageRuns {
 
 /// Pages grabbed ahead at once, and pages given back at once.
 pub const BATCH: usize = 16;
-/// Pages grabbed ahead and not asked for yet, at most.
-const AHEAD: usize = 2 * BATCH;
+/// Runs grabbed ahead and not used up yet, at most: one for each part of the file
+/// the writer fills (its three cursors).
+const RUNS: usize = 3;
 
-/// A page grabbed ahead: its index, the kernel's handle, its address.
-type Ahead<H> = (u64, H, NonNull<u8>);
+// A run's pages are bits of a u32 (with room for bit BATCH when masking).
+const _: () = assert!(BATCH < u32::BITS as usize);
+
+/// Up to BATCH pages from `first` on, grabbed in one call; those not handed out
+/// yet are marked in `left` (bit k for page first + k).
+#[derive(Clone, Copy)]
+struct Run<H> {
+    first: u64,
+    left: u32,
+    pages: [(H, NonNull<u8>); BATCH],
+}
+
+impl<H: Copy> Run<H> {
+    /// The pages not handed out yet, with their indices.
+    fn left(&self) -> impl Iterator<Item = (u64, H)> + '_ {
+        (0u64..)
+            .zip(&self.pages)
+            .filter(|(k, _)| self.left.wrapping_shr(*k as u32) & 1 != 0)
+            .map(|(k, p)| (self.first.saturating_add(k), p.0))
+    }
+}
 
 /// A [`Sink`] over [`PageRuns`] that asks for pages and gives them back in runs of
 /// up to [`BATCH`], so that a snapshot costs the kernel two calls per run instead of
@@ -205,11 +225,13 @@ pub struct Batched<'r, R: PageRuns> {
     runs: &'r mut R,
     /// The object's pages.
     pages: u64,
-    ahead: [Option<Ahead<R::Handle>>; AHEAD],
+    ahead: [Option<Run<R::Handle>>; RUNS],
     /// Indices of the pages handed out to the writer.
     out: [Option<u64>; HELD_PAGES],
-    /// Complete pages given back by the writer, waiting for one release.
-    done: [Option<(u64, R::Handle)>; BATCH],
+    /// Complete pages given back by the writer, `done[..waiting]`, waiting for one
+    /// release.
+    done: [(u64, R::Handle); BATCH],
+    waiting: usize,
 }
 
 impl<'r, R: PageRuns> Batched<'r, R> {
@@ -219,18 +241,27 @@ impl<'r, R: PageRuns> Batched<'r, R> {
         Batched {
             pages: size.div_ceil(page),
             runs,
-            ahead: [None; AHEAD],
+            ahead: [None; RUNS],
             out: [None; HELD_PAGES],
-            done: [None; BATCH],
+            done: [(0, R::Handle::default()); BATCH],
+            waiting: 0,
         }
+    }
+
+    fn waiting(&self) -> &[(u64, R::Handle)] {
+        self.done.get(..self.waiting).unwrap_or_default()
     }
 
     /// The first page after `index` that is somewhere here (handed out, grabbed
     /// ahead or waiting to go back), or u64::MAX.
     fn next_busy(&self, index: u64) -> u64 {
         let out = self.out.iter().flatten().copied();
-        let ahead = self.ahead.iter().flatten().map(|a| a.0);
-        let done = self.done.iter().flatten().map(|d| d.0);
+        let ahead = self
+            .ahead
+            .iter()
+            .flatten()
+            .flat_map(|r| r.left().map(|p| p.0));
+        let done = self.waiting().iter().map(|d| d.0);
         out.chain(ahead)
             .chain(done)
             .filter(|&i| i > index)
@@ -241,19 +272,38 @@ impl<'r, R: PageRuns> Batched<'r, R> {
     /// Gives the waiting pages back, complete, in one call.
     fn flush(&mut self) {
         let mut list = [R::Handle::default(); BATCH];
-        let mut n = 0usize;
-        for (dst, (_, h)) in list
-            .iter_mut()
-            .zip(self.done.iter_mut().filter_map(Option::take))
-        {
-            *dst = h;
-            n = n.saturating_add(1);
+        for (dst, (_, h)) in list.iter_mut().zip(self.waiting()) {
+            *dst = *h;
         }
-        if let Some(pages) = list.get(..n).filter(|p| !p.is_empty()) {
-            // SAFETY: pages the writer gave back, taken out of `done` above: from
-            // grab, given back once.
+        if let Some(pages) = list.get(..self.waiting).filter(|p| !p.is_empty()) {
+            // SAFETY: pages the writer gave back, each once, and no longer listed
+            // as waiting (below): from grab, given back once.
             unsafe { self.runs.release(pages, true) };
         }
+        self.waiting = 0;
+    }
+
+    /// Page `index` from a run grabbed ahead, if it is there.
+    fn take_ahead(&mut self, index: u64) -> Option<(R::Handle, NonNull<u8>)> {
+        for slot in self.ahead.iter_mut() {
+            let Some(run) = slot else { continue };
+            let k = index.wrapping_sub(run.first);
+            if k >= BATCH as u64 {
+                continue;
+            }
+            // k < BATCH < 32: the shift stays inside the word.
+            let bit = 1u32.wrapping_shl(k as u32);
+            if run.left & bit == 0 {
+                continue;
+            }
+            let page = run.pages.get(k as usize).copied();
+            run.left &= !bit;
+            if run.left == 0 {
+                *slot = None;
+            }
+            return page;
+        }
+        None
     }
 }
 
@@ -292,37 +342,34 @@ impl<'r, R: PageRuns> Sink for Batched<'r, R> {
             return Err(Error::Invalid);
         }
         let len = self.runs.page_size();
-        let found = self
-            .ahead
-            .iter_mut()
-            .find(|a| a.is_some_and(|a| a.0 == index))
-            .and_then(Option::take);
-        let (handle, va) = match found {
-            Some((_, handle, va)) => (handle, va),
+        let (handle, va) = match self.take_ahead(index) {
+            Some(page) => page,
             None => {
-                if self.done.iter().flatten().any(|d| d.0 == index) {
+                if self.waiting().iter().any(|d| d.0 == index) {
                     return Err(Error::Invalid);
                 }
-                // This page and those after it that are nowhere here, as many as
-                // there is room for ahead.
-                let room = self.ahead.iter().filter(|a| a.is_none()).count();
+                // This page and those after it that are nowhere here, a run's worth
+                // if there is room for one ahead.
+                let free = self.ahead.iter().position(Option::is_none);
+                let most = if free.is_some() { BATCH } else { 1 };
                 let stop = self.next_busy(index).min(self.pages);
                 let count = usize::try_from(stop.saturating_sub(index))
                     .unwrap_or(usize::MAX)
-                    .clamp(1, BATCH.min(room.saturating_add(1)));
-                let mut got = [(R::Handle::default(), NonNull::dangling()); BATCH];
-                let run = got.get_mut(..count).ok_or(Error::Invalid)?;
-                let n = self.runs.grab(index, run)?;
-                let mut pages = run.iter().take(n).copied();
-                let Some(first) = pages.next() else {
-                    return Err(Error::Invalid);
-                };
-                for (k, (h, va)) in pages.enumerate() {
-                    let at = index.saturating_add(k as u64).saturating_add(1);
-                    match self.ahead.iter_mut().find(|a| a.is_none()) {
-                        Some(slot) => *slot = Some((at, h, va)),
-                        // SAFETY: just grabbed, given back once (no room to keep it).
-                        None => unsafe { self.runs.release(&[h], false) },
+                    .clamp(1, most);
+                let mut pages = [(R::Handle::default(), NonNull::dangling()); BATCH];
+                let run = pages.get_mut(..count).ok_or(Error::Invalid)?;
+                let n = self.runs.grab(index, run)?.min(count);
+                let first = *run.first().filter(|_| n > 0).ok_or(Error::Invalid)?;
+                // All of the run but its first page stays ahead (a run has more than
+                // one page only when a slot is free).
+                let left = (1u32.wrapping_shl(n as u32).wrapping_sub(1)) & !1;
+                if let Some(slot) = free.and_then(|f| self.ahead.get_mut(f)) {
+                    if left != 0 {
+                        *slot = Some(Run {
+                            first: index,
+                            left,
+                            pages,
+                        });
                     }
                 }
                 first
@@ -349,11 +396,12 @@ impl<'r, R: PageRuns> Sink for Batched<'r, R> {
             unsafe { self.runs.release(&[page.handle], false) };
             return;
         }
-        if self.done.iter().all(Option::is_some) {
+        if self.waiting >= BATCH {
             self.flush();
         }
-        if let Some(slot) = self.done.iter_mut().find(|d| d.is_none()) {
-            *slot = Some((page.index, page.handle));
+        if let Some(slot) = self.done.get_mut(self.waiting) {
+            *slot = (page.index, page.handle);
+            self.waiting = self.waiting.saturating_add(1);
         }
     }
 }
@@ -362,9 +410,12 @@ impl<R: PageRuns> Drop for Batched<'_, R> {
     fn drop(&mut self) {
         self.flush();
         // Grabbed ahead and never asked for (only after a failed attempt).
-        for (_, h, _) in self.ahead.iter_mut().filter_map(Option::take) {
-            // SAFETY: grabbed ahead, never handed out, taken out of `ahead` here.
-            unsafe { self.runs.release(&[h], false) };
+        for run in self.ahead.iter_mut().filter_map(Option::take) {
+            for (_, h) in run.left() {
+                // SAFETY: grabbed ahead, never handed out, its run taken out of
+                // `ahead` here.
+                unsafe { self.runs.release(&[h], false) };
+            }
         }
     }
 }
@@ -845,11 +896,11 @@ impl<'w, S: Sink> Writer<'w, S> {
         };
         let mut done = 0usize;
         while let Some(first) = symbols.get(done) {
-            let part = if first.is_local() { HEAD } else { GLOBALS };
-            let run = if module {
-                self.put::<_, true>(part, file, symbols, done, fix)?
-            } else {
-                self.put::<_, false>(part, file, symbols, done, fix)?
+            let run = match (module, first.is_local()) {
+                (false, true) => self.put::<_, false, true>(file, symbols, done, fix)?,
+                (false, false) => self.put::<_, false, false>(file, symbols, done, fix)?,
+                (true, true) => self.put::<_, true, true>(file, symbols, done, fix)?,
+                (true, false) => self.put::<_, true, false>(file, symbols, done, fix)?,
             };
             done = done.checked_add(run).ok_or(Error::Invalid)?;
         }
@@ -858,83 +909,59 @@ impl<'w, S: Sink> Writer<'w, S> {
 
     /// Writes `symbols[from..]`, fixed up, into `part` up to the first symbol of the
     /// other kind; returns how many it wrote (at least one).
+    ///
+    /// Page by page: the symbols that fit whole in the rest of the page are fixed up
+    /// into it by [`Fix::run`], which checks every one of them on the way and
+    /// reports once for all; a symbol across a page boundary is fixed up on its own
+    /// and written in two pieces.
     #[inline(always)]
-    fn put<F: LinkerFile, const MODULE: bool>(
+    fn put<F: LinkerFile, const MODULE: bool, const LOCAL: bool>(
         &mut self,
-        part: usize,
         file: &F,
         symbols: &[Elf64Sym],
         from: usize,
         fix: Fix,
     ) -> Result<usize> {
-        let local = part == HEAD;
+        let part = if LOCAL { HEAD } else { GLOBALS };
         let Cursor { mut pos, end } = *self.cursor(part)?;
         let mut next = from;
-        while let Some(rest) = symbols
+        while let Some(run) = symbols
             .get(next..)
-            .filter(|r| r.first().is_some_and(|s| s.is_local() == local))
+            .filter(|r| r.first().is_some_and(|s| s.is_local() == LOCAL))
         {
             if pos >= end {
                 // A symbol for a part that is full: more than the census counted.
                 return Err(Error::Changed);
             }
             let (slot, span) = self.window.span(pos, end)?;
-            // Whole symbols straight into the page, in one tight loop, errors
-            // gathered rather than branched on: as many as fit, taken to be of this
-            // kind (as in an ELF table, whose locals come first). A module's are
-            // counted first (each costs the linker a call); the kernel's are checked
-            // on the way, and when one is not of this kind, the run ends before it,
-            // and what was written from it on is not counted (the cursor does not
-            // pass it) and gets overwritten.
-            let fit = span.len() / SYM_SIZE as usize;
-            let mut run = rest.get(..fit.min(rest.len())).unwrap_or_default();
-            if MODULE {
-                let n = run.iter().take_while(|s| s.is_local() == local).count();
-                run = run.get(..n).unwrap_or_default();
-            }
-            let mut bad = false;
-            let mut other = false;
-            for ((dst, sym), index) in span
-                .chunks_exact_mut(SYM_SIZE as usize)
-                .zip(run)
-                .zip(next..)
-            {
-                other |= sym.is_local() != local;
-                bad |= !fix.write::<F, MODULE>(file, index, sym, dst);
-            }
-            let mut n = run.len();
-            if other {
-                n = run.iter().take_while(|s| s.is_local() == local).count();
-                bad = run
-                    .get(..n)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|s| s.st_name >= fix.strsz);
-            }
-            if bad {
-                return Err(Error::BadLinkerFile);
-            }
-            let room = span.len();
-            let bytes = n.checked_mul(SYM_SIZE as usize).ok_or(Error::Invalid)?;
-            self.window.filled(slot, bytes)?;
-            pos = add_len(pos, bytes)?;
-            next = next.checked_add(n).ok_or(Error::Invalid)?;
-            let Some(sym) = symbols.get(next).filter(|s| s.is_local() == local) else {
-                break;
+            let (dst, _) = span.as_chunks_mut::<SYM>();
+            let (n, wanted) = if dst.is_empty() {
+                // The next symbol does not fit the rest of the page (or of the part):
+                // across the page boundary, or more symbols than counted.
+                let one = run.get(..1).unwrap_or_default();
+                let mut out = [[0u8; SYM]; 1];
+                let n = fix.run::<F, MODULE, LOCAL>(file, next, one, &mut out)?;
+                if n > 0 {
+                    self.cursor(part)?.pos = pos;
+                    self.write(part, out.as_flattened())?;
+                    pos = self.cursor(part)?.pos;
+                }
+                (n, 1)
+            } else {
+                let run = run.get(..dst.len()).unwrap_or(run);
+                let n = fix.run::<F, MODULE, LOCAL>(file, next, run, dst)?;
+                // What was written from the first symbol of the other kind on (if
+                // any) is not counted: the cursor does not pass it, and it gets
+                // overwritten.
+                let wrote = n.checked_mul(SYM).ok_or(Error::Invalid)?;
+                self.window.filled(slot, wrote)?;
+                pos = add_len(pos, wrote)?;
+                (n, run.len())
             };
-            if room.saturating_sub(bytes) >= SYM_SIZE as usize {
-                return Err(Error::Invalid);
+            next = next.checked_add(n).ok_or(Error::Invalid)?;
+            if n < wanted {
+                break;
             }
-            // The next symbol of this run does not fit the rest of the page (or of the
-            // part): across the page boundary, or more symbols than counted.
-            let mut out = [0u8; SYM_SIZE as usize];
-            if !fix.write::<F, MODULE>(file, next, sym, &mut out) {
-                return Err(Error::BadLinkerFile);
-            }
-            self.cursor(part)?.pos = pos;
-            self.write(part, &out)?;
-            pos = self.cursor(part)?.pos;
-            next = next.checked_add(1).ok_or(Error::Invalid)?;
         }
         self.cursor(part)?.pos = pos;
         next.checked_sub(from)
@@ -967,6 +994,9 @@ impl<'w, S: Sink> Writer<'w, S> {
     }
 }
 
+/// The size of a symbol, for indexing bytes.
+const SYM: usize = SYM_SIZE as usize;
+
 /// The fix-ups of one file's symbols: names rebased by `base` and checked against
 /// the file's string table of `strsz` bytes; section indices to SHN_ABS; a module's
 /// values to the addresses its linker reports.
@@ -977,54 +1007,123 @@ struct Fix {
 }
 
 impl Fix {
-    /// Writes `sym`, fixed up, into `dst` (24 bytes); returns whether its name lies
-    /// in its table (if not, the rebased name is meaningless and the caller refuses
-    /// the file). The symbol is copied whole and its fields patched in place, with
-    /// no copy of it built elsewhere first.
+    /// Writes `run` (the symbols of `file` from index `first` on), fixed up, into
+    /// `dst`, as many as both have. Returns how many of them, from the first, are
+    /// local if `LOCAL` is, and global or weak if not: the symbols of the run's part,
+    /// whose bytes stand (those after them are to be overwritten). Fails with
+    /// [`Error::BadLinkerFile`] when one of those names a string past its table.
+    ///
+    /// Each symbol is read once and written once, whole, in one tight loop with no
+    /// branch on its contents: the checks are gathered on the way (the highest
+    /// name; the bindings, the top four bits of `st_info`) and judged once at the
+    /// end. Then, for a module, the linker is asked for the value of each symbol of
+    /// the run's kind, which is patched in place.
     #[inline(always)]
-    fn write<F: LinkerFile, const MODULE: bool>(
+    fn run<F: LinkerFile, const MODULE: bool, const LOCAL: bool>(
         self,
         file: &F,
-        index: usize,
-        sym: &Elf64Sym,
-        dst: &mut [u8],
-    ) -> bool {
-        const NAME: usize = core::mem::offset_of!(Elf64Sym, st_name);
-        const SHNDX: usize = core::mem::offset_of!(Elf64Sym, st_shndx);
-        const VALUE: usize = core::mem::offset_of!(Elf64Sym, st_value);
-        let Some(dst) = dst.first_chunk_mut::<{ SYM_SIZE as usize }>() else {
-            return false;
-        };
-        dst.copy_from_slice(as_bytes(core::slice::from_ref(sym)));
-        // base + st_name < base + strsz <= string_bytes <= u32::MAX whenever the
-        // name is in its table; otherwise the wrapped value is never used.
-        let name = self.base.wrapping_add(sym.st_name);
-        let shndx = if sym.st_shndx == SHN_UNDEF {
-            SHN_UNDEF
-        } else {
-            SHN_ABS
-        };
-        put(dst, NAME, &name.to_ne_bytes());
-        put(dst, SHNDX, &shndx.to_ne_bytes());
-        if MODULE {
-            if let Some(value) = file.symbol_value(index, sym) {
-                put(dst, VALUE, &value.to_ne_bytes());
+        first: usize,
+        run: &[Elf64Sym],
+        dst: &mut [[u8; SYM]],
+    ) -> Result<usize> {
+        let mut names = 0u32;
+        // Whether the run has a symbol of the other kind, gathered: for locals, the
+        // first words ORed (a binding other than STB_LOCAL, 0, shows in BIND_BITS);
+        // for the others, whether one had binding 0.
+        let mut other = 0u64;
+        for (d, sym) in dst.iter_mut().zip(run) {
+            let [head, value, size] = words(sym);
+            other |= if LOCAL {
+                head
+            } else {
+                u64::from(head & BIND_BITS == 0)
+            };
+            names = names.max((head >> NAME_SHIFT) as u32);
+            // st_shndx to SHN_ABS (defined) or SHN_UNDEF, and st_name rebased: base +
+            // st_name < base + strsz <= string_bytes <= u32::MAX whenever the name is
+            // in its table, so the sum stays in st_name's bits; otherwise it may run
+            // into st_info, and the attempt fails below.
+            let shndx = if (head >> SHNDX_SHIFT) as u16 == SHN_UNDEF {
+                SHN_UNDEF
+            } else {
+                SHN_ABS
+            };
+            let head = (head & !SHNDX_BITS).wrapping_add(u64::from(self.base) << NAME_SHIFT)
+                | u64::from(shndx) << SHNDX_SHIFT;
+            for (d, w) in d.as_chunks_mut::<8>().0.iter_mut().zip([head, value, size]) {
+                *d = w.to_ne_bytes();
             }
         }
-        sym.st_name < self.strsz
+        let mut n = dst.len().min(run.len());
+        if (if LOCAL { other & BIND_BITS } else { other }) != 0 {
+            // A symbol of the other kind in the run (a table not in ELF's order): the
+            // run ends before it.
+            let mine = run.iter().take_while(|s| s.is_local() == LOCAL);
+            n = mine.clone().count();
+            names = mine.map(|s| s.st_name).max().unwrap_or(0);
+        }
+        if n > 0 && names >= self.strsz {
+            return Err(Error::BadLinkerFile);
+        }
+        if MODULE {
+            let dst = dst.get_mut(..n).unwrap_or_default();
+            for (k, (d, sym)) in dst.iter_mut().zip(run).enumerate() {
+                // first + k < symbols.len(): no overflow.
+                if let Some(value) = file.symbol_value(first.wrapping_add(k), sym) {
+                    put(d, VALUE, &value.to_ne_bytes());
+                }
+            }
+        }
+        Ok(n)
     }
 }
 
 /// Copies `bytes` into `dst` at `at`, when they fit (always, for the fields of a
 /// symbol).
 #[inline(always)]
-fn put(dst: &mut [u8; SYM_SIZE as usize], at: usize, bytes: &[u8]) {
+fn put(dst: &mut [u8; SYM], at: usize, bytes: &[u8]) {
     if let Some(d) = at
         .checked_add(bytes.len())
         .and_then(|end| dst.get_mut(at..end))
     {
         d.copy_from_slice(bytes);
     }
+}
+
+/// Where st_value lies in a symbol.
+const VALUE: usize = core::mem::offset_of!(Elf64Sym, st_value);
+
+/// The first eight bytes of a symbol (st_name, st_info, st_other, st_shndx) as one
+/// word read in the machine's byte order: where each field lies in it.
+const NAME_SHIFT: u32 = if cfg!(target_endian = "little") {
+    0
+} else {
+    32
+};
+const INFO_SHIFT: u32 = if cfg!(target_endian = "little") {
+    32
+} else {
+    24
+};
+const SHNDX_SHIFT: u32 = if cfg!(target_endian = "little") {
+    48
+} else {
+    0
+};
+const SHNDX_BITS: u64 = 0xffff << SHNDX_SHIFT;
+/// The binding: the top four bits of st_info.
+const BIND_BITS: u64 = 0xf0 << INFO_SHIFT;
+
+/// A symbol as three words in the machine's byte order: the fields above, st_value,
+/// st_size.
+#[inline(always)]
+fn words(sym: &Elf64Sym) -> [u64; 3] {
+    let mut words = [0u64; 3];
+    let bytes = as_bytes(core::slice::from_ref(sym));
+    for (w, b) in words.iter_mut().zip(bytes.as_chunks::<8>().0) {
+        *w = u64::from_ne_bytes(*b);
+    }
+    words
 }
 
 /// The census of files already at hand (host tools and tests; the kernel feeds

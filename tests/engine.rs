@@ -675,6 +675,117 @@ fn name_past_the_string_table_is_refused() {
     assert_eq!(build_with(&k, 4096), Err(Error::BadLinkerFile));
 }
 
+/// A kernel and a module with their locals first (as ELF has them), each with
+/// hundreds of locals and of globals: runs of many pages.
+fn ordered_pair() -> Vec<SimFile> {
+    let mut rng = common::Rng::new(0x0bad);
+    let files = vec![
+        SimFile::synthetic("kernel", true, 3_000, 4, 30, &mut rng),
+        SimFile::synthetic("mod", false, 2_000, 4, 30, &mut rng),
+    ];
+    for f in &files {
+        let locals = f.syms.partition_point(|s| s.is_local());
+        assert!(f.syms[locals..].iter().all(|s| !s.is_local()));
+        assert!(
+            locals > 300 && f.syms.len() - locals > 600,
+            "{locals} locals"
+        );
+    }
+    files
+}
+
+/// The writer checks the names of a page's worth of symbols at once, after fixing
+/// them up: a name past its table is refused wherever its symbol lies (deep in a
+/// run, last in a run or in its page, across a page boundary), in the kernel and in
+/// a module, local or not; a name at the table's last byte is fine there.
+#[test]
+fn name_past_the_table_is_refused_anywhere_in_a_run() {
+    let files = ordered_pair();
+    // The kernel's local 151 is written at 464 + 151 * 24 = 4088: across the end of
+    // the first 4 KiB page. With pages of 25 bytes, most symbols straddle one.
+    let across = 151;
+    const {
+        assert!(snapshot::HEADER_SIZE + 151 * 24 < 4096);
+        assert!(snapshot::HEADER_SIZE + 152 * 24 > 4096);
+    }
+    for f in 0..files.len() {
+        let n = files[f].syms.len();
+        let locals = files[f].syms.partition_point(|s| s.is_local());
+        let last = files[f].strs.len() as u32 - 1;
+        for at in [across, locals / 2, locals - 1, locals, locals + 300, n - 1] {
+            for (st_name, ok) in [(last, true), (last + 1, false), (u32::MAX, false)] {
+                let mut bad = files.clone();
+                bad[f].syms[at].st_name = st_name;
+                for page in [24usize, 25, 4096] {
+                    let r = build_with(&bad, page);
+                    if ok {
+                        check_snapshot(&bad, &r.unwrap());
+                    } else {
+                        assert_eq!(r, Err(Error::BadLinkerFile), "file {f}, symbol {at}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A linker file that counts the values asked of it.
+struct Counting<'a> {
+    file: &'a SimFile,
+    asked: std::cell::Cell<usize>,
+}
+
+impl snapshot::LinkerFile for Counting<'_> {
+    fn is_kernel(&self) -> bool {
+        self.file.is_kernel_file()
+    }
+    fn symbols(&self) -> Result<&[Elf64Sym]> {
+        self.file.symbols()
+    }
+    fn strings(&self) -> Result<&[u8]> {
+        self.file.strings()
+    }
+    fn symbol_value(&self, index: usize, sym: &Elf64Sym) -> Option<u64> {
+        self.asked.set(self.asked.get() + 1);
+        self.file.symbol_value(index, sym)
+    }
+}
+
+/// The linker is asked for each module symbol's value once (as FreeBSD's driver
+/// does), never for the kernel's: also when a table's kind changes inside a page,
+/// whose symbols of the other kind are fixed up and then written again elsewhere.
+#[test]
+fn module_values_are_asked_once_per_symbol() {
+    let mut mixed = inputs().files.clone();
+    let f = &mut mixed[2];
+    let g = f.syms.iter().position(|s| !s.is_local()).unwrap();
+    f.syms.swap(g - 1, g);
+    for files in [inputs().files.clone(), mixed, ordered_pair()] {
+        for page in [7usize, 24, 4096] {
+            let counted: Vec<Counting> = files
+                .iter()
+                .map(|file| Counting {
+                    file,
+                    asked: Default::default(),
+                })
+                .collect();
+            let layout = snapshot::census(&counted).unwrap().layout().unwrap();
+            let mut buf = vec![0u8; layout.size() as usize];
+            let mut sink = SliceSink::with_page_size(&mut buf, page);
+            snapshot::write(&counted, layout, &FREEBSD_AMD64, &mut sink).unwrap();
+            check_snapshot(&files, &buf);
+            for c in &counted {
+                let want = if c.file.is_kernel_file() {
+                    0
+                } else {
+                    c.file.syms.len()
+                };
+                assert_eq!(c.asked.get(), want, "{}, page {page}", c.file.name);
+            }
+        }
+    }
+}
+
 #[test]
 fn unterminated_string_table_is_refused() {
     let bad = one_module(vec![Elf64Sym::default(), named(1)], b"\0foo");
