@@ -25,7 +25,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction,
@@ -37,7 +36,7 @@ use object::{Endianness, Object, ObjectSection, ObjectSymbol, RelocationFlags, S
 
 use crate::arch::Arch;
 use crate::header::Header;
-use crate::kernel::{run, tool};
+use crate::kernel::{run, tool_command};
 use crate::Failure;
 
 /// The largest code the checks accept by default: a sanity bound, about ten times
@@ -218,19 +217,18 @@ fn relocations(
             path.file_stem()
                 .map_or("obj".into(), |s| s.to_string_lossy())
         ));
-        let ld = tool("LD", &["ld.lld", "ld"]);
+        let (ld, mut cmd) = tool_command("LD", &["ld.lld", "ld"]);
         let linked = run(
-            Command::new(&ld)
-                .args([
-                    "-m",
-                    arch.ld_emulation(),
-                    "-Bshareable",
-                    "-znotext",
-                    "-znorelro",
-                    "-o",
-                ])
-                .arg(&so)
-                .arg(path),
+            cmd.args([
+                "-m",
+                arch.ld_emulation(),
+                "-Bshareable",
+                "-znotext",
+                "-znorelro",
+                "-o",
+            ])
+            .arg(&so)
+            .arg(path),
             &format!("{ld} -Bshareable (the module's shared link)"),
         );
         if let Err(e) = linked {

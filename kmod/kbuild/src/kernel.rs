@@ -67,6 +67,17 @@ pub fn tool(var: &str, defaults: &[&str]) -> String {
         .map_or_else(String::new, |d| (*d).to_string())
 }
 
+/// A command for the program named by `var` (see [`tool`]), whose value may carry
+/// arguments as FreeBSD's build environment gives them (`LD="ld.lld --sysroot=..."`
+/// in `make buildenv`).
+pub fn tool_command(var: &str, defaults: &[&str]) -> (String, Command) {
+    let line = tool(var, defaults);
+    let mut words = line.split_whitespace();
+    let mut cmd = Command::new(words.next().unwrap_or_default());
+    cmd.args(words);
+    (line, cmd)
+}
+
 /// Runs `cmd`, failing with its name and output when it cannot start or fails.
 pub fn run(cmd: &mut Command, what: &str) -> Result<(), Failure> {
     let out = cmd
@@ -237,8 +248,7 @@ pub fn build(paths: &Paths, arch: Arch, header: &Header) -> Result<PathBuf, Fail
     fs::create_dir_all(dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
     let tmp = object.with_extension("o.tmp");
     // ld.lld (FreeBSD's ld) links for any architecture; GNU ld only for its own.
-    let ld = tool("LD", &["ld.lld", "ld"]);
-    let mut cmd = Command::new(&ld);
+    let (ld, mut cmd) = tool_command("LD", &["ld.lld", "ld"]);
     cmd.args(["-m", arch.ld_emulation(), "-r"]);
     if header.entry_points.is_empty() {
         return Err(Failure(
