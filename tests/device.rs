@@ -6,17 +6,12 @@
 #[path = "sim/mod.rs"]
 mod sim;
 
-use sim::files::{compiled, Lie, Rng, SimFile, MODULES};
+use sim::files::{compiled, Lie, SimFile, MODULES};
 use sim::*;
 
 /// The compiled module `n`.
 fn module(n: usize) -> SimFile {
     compiled().modules[n].clone()
-}
-
-/// A small synthetic module (cheap to add mid-test).
-fn extra(name: &str, count: usize, seed: u64) -> SimFile {
-    SimFile::synthetic(name, false, count, 10, 40, &mut Rng::new(seed))
 }
 
 fn size(k: &Kernel, p: Pid, fd: Fd) -> u64 {
@@ -25,13 +20,6 @@ fn size(k: &Kernel, p: Pid, fd: Fd) -> u64 {
 
 fn addr(k: &Kernel, p: Pid, fd: Fd) -> u64 {
     k.ioctl_u64(p, fd, KIOCGADDR).expect("KIOCGADDR")
-}
-
-fn auto_maps(k: &Kernel, p: Pid) -> Vec<Mapping> {
-    k.mappings(p)
-        .into_iter()
-        .filter(|m| m.origin == Origin::Auto)
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -317,7 +305,7 @@ fn kiocgsize_and_kiocgaddr_in_a_64_bit_process() {
     assert_eq!(size(&k, p, fd), bytes.len() as u64);
     let a = addr(&k, p, fd);
     // The address is the opener's automatic mapping, and it holds the snapshot.
-    let maps = auto_maps(&k, p);
+    let maps = k.auto_mappings(p);
     assert_eq!(maps.len(), 1);
     assert_eq!(maps[0].addr, a);
     assert_eq!(k.read_mem(p, a, bytes.len()).unwrap(), bytes);
@@ -344,7 +332,7 @@ fn kiocgsize_and_kiocgaddr_in_a_32_bit_process() {
         bytes.len()
     );
     let a = k.ioctl_u64(p, fd, KIOCGADDR32).unwrap();
-    let m = auto_maps(&k, p);
+    let m = k.auto_mappings(p);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].addr, a);
     assert!(
@@ -530,7 +518,11 @@ fn mmap_refuses_write_and_exec() {
     ] {
         assert_eq!(k.mmap(p, fd, 0, PAGE, prot), Err(EINVAL), "prot {prot}");
     }
-    assert_eq!(auto_maps(&k, p).len(), k.mappings(p).len(), "no mmap made");
+    assert_eq!(
+        k.auto_mappings(p).len(),
+        k.mappings(p).len(),
+        "no mmap made"
+    );
     k.close(p, fd).unwrap();
     k.shutdown();
 }
@@ -605,14 +597,14 @@ fn the_automatic_mapping_goes_from_the_opener_at_the_last_close() {
         "removed before the last close"
     );
     // q's mappings before the last close: none of the device's.
-    assert!(auto_maps(&k, q).is_empty());
+    assert!(k.auto_mappings(q).is_empty());
     k.close(q, qfd).unwrap();
     assert!(k.mapping_at(p, a).is_none(), "not removed from the opener");
     assert!(
         k.mapping_at(c, a).is_some(),
         "the child's inherited copy is the child's"
     );
-    assert!(auto_maps(&k, q).is_empty());
+    assert!(k.auto_mappings(q).is_empty());
     k.shutdown();
 }
 
@@ -784,11 +776,7 @@ fn a_module_vanishing_in_the_middle_of_a_walk_is_retried() {
 fn enxio_after_three_changing_attempts_then_recovery() {
     let k = Kernel::boot_compiled(1);
     let p = k.spawn(false);
-    for (i, walk) in [2u64, 4, 6].into_iter().enumerate() {
-        k.hook(At::Call(Kind::LinkerForeach, walk), move |sim| {
-            sim.kld_load(extra(&format!("changing{i}"), 30 + i, 7 + i as u64));
-        });
-    }
+    k.change_modules_during_three_attempts();
     assert_eq!(k.open(p, FREAD), Err(ENXIO));
     assert_eq!(k.walks(), 6, "exactly three attempts");
     assert_eq!(k.pending_hooks(), 0);
@@ -810,7 +798,11 @@ fn two_changing_attempts_then_a_consistent_third() {
     let p = k.spawn(false);
     for (i, walk) in [2u64, 4].into_iter().enumerate() {
         k.hook(At::Call(Kind::LinkerForeach, walk), move |sim| {
-            sim.kld_load(extra(&format!("twice{i}"), 20, 3 + i as u64));
+            sim.kld_load(SimFile::small_module(
+                &format!("twice{i}"),
+                20,
+                3 + i as u64,
+            ));
         });
     }
     let bytes = k.snapshot(p).unwrap();
@@ -828,7 +820,7 @@ fn two_changing_attempts_then_a_consistent_third() {
 fn a_table_with_a_local_after_a_global_costs_one_retry() {
     let k = Kernel::boot_compiled(1);
     let p = k.spawn(false);
-    let mut m = extra("unordered", 60, 17);
+    let mut m = SimFile::small_module("unordered", 60, 17);
     let g = m.syms.iter().position(|s| !s.is_local()).unwrap();
     assert!(g > 1, "no local to move after a global");
     m.syms.swap(g - 1, g);
@@ -939,7 +931,7 @@ fn a_load_racing_a_build_never_leaves_a_stale_snapshot_cached() {
             let added = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = added.clone();
             k.hook(At::Call(kind, n), move |sim| {
-                sim.kld_load(extra("racer", 40, 99));
+                sim.kld_load(SimFile::small_module("racer", 40, 99));
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
             });
             let fd = k.open(p, FREAD).unwrap();
@@ -1021,7 +1013,7 @@ fn two_threads_of_one_process_opening_at_once_get_one_open() {
     assert_eq!(k.open(p, FREAD), Err(EBUSY));
     let inner = got.lock().unwrap().take().unwrap().expect("the inner open");
     assert_eq!(
-        auto_maps(&k, p).len(),
+        k.auto_mappings(p).len(),
         1,
         "the loser's mapping was left behind"
     );
@@ -1077,7 +1069,7 @@ fn only_what_must_runs_under_ksyms_lock() {
     assert!(k.read_mem(q, a, 1).is_none(), "the mapping stayed");
 
     // A module change drops the cache (its object is still used by p's open).
-    let id = k.kld_load(extra("lock_a", 20, 1));
+    let id = k.kld_load(SimFile::small_module("lock_a", 20, 1));
     assert_eq!(k.take_locked_calls(), NONE, "kld_load");
     // A rebuild with a stale cache, then the cache replaced: releases outside.
     k.set_cache_enabled(false);
@@ -1107,7 +1099,7 @@ fn only_what_must_runs_under_ksyms_lock() {
     k.close(s, fs).unwrap();
     assert_eq!(k.take_locked_calls(), ["kpi_unmap_object"], "close");
     k.set_cache_enabled(false);
-    k.kld_load(extra("lock_b", 20, 2));
+    k.kld_load(SimFile::small_module("lock_b", 20, 2));
     let r = k.spawn(false);
     let fd_r = k.open(r, FREAD).unwrap();
     let obj = k.mapping_at(r, addr(&k, r, fd_r)).unwrap().obj;
@@ -1210,7 +1202,7 @@ fn every_injected_failure_is_a_clean_errno_and_leaks_nothing() {
             let a = k.accounting();
             assert_eq!(a.cdevprivs, 0, "{kind:?} #{n}: {a:?}");
             assert_eq!(a.open_files, 0, "{kind:?} #{n}: {a:?}");
-            assert!(auto_maps(&k, p).is_empty() && auto_maps(&k, q).is_empty());
+            assert!(k.auto_mappings(p).is_empty() && k.auto_mappings(q).is_empty());
             k.assert_clean();
             // And both can open again, with the right bytes.
             let b = k.snapshot(p).unwrap();
@@ -1246,7 +1238,7 @@ fn a_failing_map_leaves_no_open_and_no_reference() {
 // ---------------------------------------------------------------------------
 
 fn bad_module(lie: Lie, syms_fix: impl FnOnce(&mut SimFile)) -> SimFile {
-    let mut m = extra("bad", 12, 5);
+    let mut m = SimFile::small_module("bad", 12, 5);
     m.lie = lie;
     syms_fix(&mut m);
     m
@@ -1374,7 +1366,7 @@ fn malformed_linker_files_are_eftype_and_leak_nothing() {
 fn a_truncated_but_consistent_count_is_honoured() {
     let k = Kernel::boot_compiled(1);
     let p = k.spawn(false);
-    let mut m = extra("short", 30, 11);
+    let mut m = SimFile::small_module("short", 30, 11);
     m.lie.symtab_count = Some(17);
     k.kld_load(m);
     let bytes = k.snapshot(p).unwrap();
@@ -1392,10 +1384,10 @@ fn a_truncated_but_consistent_count_is_honoured() {
 fn empty_modules_are_fine() {
     let k = Kernel::boot_compiled(1);
     let p = k.spawn(false);
-    let mut empty = extra("empty", 0, 1);
+    let mut empty = SimFile::small_module("empty", 0, 1);
     empty.strs.clear();
     k.kld_load(empty);
-    let mut nulls_only = extra("nullsym", 1, 1);
+    let mut nulls_only = SimFile::small_module("nullsym", 1, 1);
     nulls_only.strs = vec![0];
     k.kld_load(nulls_only);
     let bytes = k.snapshot(p).unwrap();

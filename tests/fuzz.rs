@@ -458,12 +458,7 @@ fn sequence(seed: u64, ops: usize) {
                 };
                 let fflags = [FREAD, FREAD, FREAD, FWRITE, FREAD | FWRITE][rng.below(5) as usize];
                 let files = k.files();
-                let autos = |k: &Kernel| {
-                    k.mappings(p)
-                        .iter()
-                        .filter(|x| x.origin == Origin::Auto)
-                        .count()
-                };
+                let autos = |k: &Kernel| k.auto_mappings(p).len();
                 let autos_before = autos(&k);
                 let got = k.open(p, fflags);
                 if got.is_err() {

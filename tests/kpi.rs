@@ -9,7 +9,7 @@ mod sim;
 
 use ksyms::error::{errno, Error};
 use ksyms::placement::{self, VmLayout as Facts, PAGE};
-use sim::files::{compiled, Rng, SimFile};
+use sim::files::compiled;
 use sim::*;
 
 fn facts(l: VmLayout) -> Facts {
@@ -21,13 +21,6 @@ fn facts(l: VmLayout) -> Facts {
     }
 }
 
-fn auto_maps(k: &Kernel, p: Pid) -> Vec<Mapping> {
-    k.mappings(p)
-        .into_iter()
-        .filter(|m| m.origin == Origin::Auto)
-        .collect()
-}
-
 /// Opens in `p`, checks that the automatic mapping holds the snapshot, returns
 /// (address, mapped length).
 fn open_and_check(k: &Kernel, p: Pid, is32: bool) -> (u64, u64) {
@@ -36,12 +29,12 @@ fn open_and_check(k: &Kernel, p: Pid, is32: bool) -> (u64, u64) {
     let a = k
         .ioctl_u64(p, fd, if is32 { KIOCGADDR32 } else { KIOCGADDR })
         .unwrap();
-    let m = auto_maps(k, p);
+    let m = k.auto_mappings(p);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].addr, a);
     assert_eq!(k.read_mem(p, a, bytes.len()).unwrap(), bytes);
     k.close(p, fd).unwrap();
-    assert!(auto_maps(k, p).is_empty(), "close removed the mapping");
+    assert!(k.auto_mappings(p).is_empty(), "close removed the mapping");
     (a, m[0].len)
 }
 
@@ -210,10 +203,7 @@ fn a_32_bit_process_whose_data_limit_covers_its_address_space_opens() {
             // A child forked after the open inherits the mapping (MAP_SHARED).
             let fd = k.open(p, FREAD).unwrap();
             let c = k.fork(p);
-            assert!(k
-                .mappings(c)
-                .iter()
-                .any(|m| m.addr == a && m.origin == Origin::Auto));
+            assert!(k.auto_mappings(c).iter().any(|m| m.addr == a));
             k.exit(c);
             k.close(p, fd).unwrap();
             // The limit survives exec(2), and so does the fallback.
@@ -322,10 +312,6 @@ fn device_mode_allows_0400_0440_0444_and_refuses_the_rest() {
 // SDT probes
 // ---------------------------------------------------------------------------
 
-fn extra(name: &str, count: usize, seed: u64) -> SimFile {
-    SimFile::synthetic(name, false, count, 10, 40, &mut Rng::new(seed))
-}
-
 #[test]
 fn a_build_then_a_cache_hit_then_refusals() {
     let k = Kernel::boot(
@@ -393,11 +379,7 @@ fn a_build_then_a_cache_hit_then_refusals() {
 fn every_attempt_of_a_changing_build_is_seen() {
     let k = Kernel::boot_compiled(1);
     let p = k.spawn(false);
-    for (i, walk) in [2u64, 4, 6].into_iter().enumerate() {
-        k.hook(At::Call(Kind::LinkerForeach, walk), move |sim| {
-            sim.kld_load(extra(&format!("changing{i}"), 30 + i, 7 + i as u64));
-        });
-    }
+    k.change_modules_during_three_attempts();
     assert_eq!(k.open(p, FREAD), Err(ENXIO));
     let mut want = Vec::new();
     for attempt in 1..=3 {

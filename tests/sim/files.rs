@@ -308,6 +308,12 @@ impl SimFile {
         SimFile::from_elf(&name, &data, module)
     }
 
+    /// A small synthetic module (cheap to add mid-test): `count` symbols, names of
+    /// 10 to 40 bytes, from seed `seed`.
+    pub fn small_module(name: &str, count: usize, seed: u64) -> SimFile {
+        SimFile::synthetic(name, false, count, 10, 40, &mut Rng::new(seed))
+    }
+
     /// A synthetic file of `count` symbols (its null symbol included) with names of
     /// `min..=max` bytes, about 1 in 4 local, the locals first as in every ELF symbol
     /// table; a module resolves most of them.

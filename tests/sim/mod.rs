@@ -636,6 +636,31 @@ impl World {
         id
     }
 
+    /// A new anonymous object of `obj_size` bytes, mapped at `[addr, addr + len)` in
+    /// `pid`'s map (mmap(2) of MAP_ANON or MAP_GUARD with MAP_FIXED), unless the
+    /// range wraps or overlaps a mapping; the object's id.
+    fn map_new_anon(&mut self, pid: Pid, addr: u64, len: u64, obj_size: u64) -> Option<u64> {
+        let end = addr.checked_add(len)?;
+        if self.procs[&pid]
+            .maps
+            .values()
+            .any(|m| m.addr < end && addr < m.addr + m.len)
+        {
+            return None;
+        }
+        let obj = self.new_obj(obj_size, true);
+        self.objects.get_mut(&obj).unwrap().mapped = true;
+        let m = Mapping {
+            addr,
+            len,
+            obj,
+            offset: 0,
+            origin: Origin::Anon,
+        };
+        self.procs.get_mut(&pid).unwrap().maps.insert(addr, m);
+        Some(obj)
+    }
+
     fn live_proc(&mut self, pid: Pid, what: &str) -> bool {
         match self.procs.get(&pid) {
             Some(p) if p.state != PState::Dead => true,
@@ -1810,6 +1835,21 @@ impl Sim {
         self.calls(Kind::LinkerForeach)
     }
 
+    /// A module loaded during linker walks 2, 4 and 6 from now: the census walk of
+    /// each of three attempts at a snapshot sees a module set that the writing walk
+    /// no longer does.
+    pub fn change_modules_during_three_attempts(&self) {
+        for (i, walk) in [2u64, 4, 6].into_iter().enumerate() {
+            self.hook(At::Call(Kind::LinkerForeach, walk), move |sim| {
+                sim.kld_load(SimFile::small_module(
+                    &format!("changing{i}"),
+                    30 + i,
+                    7 + i as u64,
+                ));
+            });
+        }
+    }
+
     /// Runs `f` at `at` (numbers counted from now).
     pub fn hook(&self, at: At, f: impl FnOnce(Sim) + Send + 'static) {
         with(|w| {
@@ -1863,28 +1903,11 @@ impl Sim {
         with(|w| {
             let p = &w.procs[&pid];
             let end = addr.checked_add(len);
-            let free = end.is_some_and(|end| {
-                addr >= p.layout.map_min
-                    && end <= p.layout.map_max
-                    && !p
-                        .maps
-                        .values()
-                        .any(|m| m.addr < end && addr < m.addr + m.len)
-            });
-            if !free || len == 0 || !len.is_multiple_of(PAGE) || !addr.is_multiple_of(PAGE) {
+            let inside = end.is_some_and(|end| addr >= p.layout.map_min && end <= p.layout.map_max);
+            if !inside || len == 0 || !len.is_multiple_of(PAGE) || !addr.is_multiple_of(PAGE) {
                 return false;
             }
-            let obj = w.new_obj(0, true);
-            w.objects.get_mut(&obj).unwrap().mapped = true;
-            let m = Mapping {
-                addr,
-                len,
-                obj,
-                offset: 0,
-                origin: Origin::Anon,
-            };
-            w.procs.get_mut(&pid).unwrap().maps.insert(addr, m);
-            true
+            w.map_new_anon(pid, addr, len, 0).is_some()
         })
     }
 
@@ -2524,26 +2547,13 @@ impl Sim {
     pub fn map_anon(&self, pid: Pid, addr: u64, len: u64, fill: u8) -> bool {
         with(|w| {
             let len = round_page(len).unwrap();
-            let overlaps = w.procs[&pid]
-                .maps
-                .values()
-                .any(|m| m.addr < addr + len && addr < m.addr + m.len);
-            if overlaps {
-                return false;
+            match w.map_new_anon(pid, addr, len, len) {
+                Some(obj) => {
+                    w.objects.get_mut(&obj).unwrap().data.fill(fill);
+                    true
+                }
+                None => false,
             }
-            let obj = w.new_obj(len, true);
-            let o = w.objects.get_mut(&obj).unwrap();
-            o.data.fill(fill);
-            o.mapped = true;
-            let m = Mapping {
-                addr,
-                len,
-                obj,
-                offset: 0,
-                origin: Origin::Anon,
-            };
-            w.procs.get_mut(&pid).unwrap().maps.insert(addr, m);
-            true
         })
     }
 
@@ -2560,6 +2570,13 @@ impl Sim {
             let data = &w.objects.get(&m.obj)?.data;
             data.get(start..start + len).map(<[u8]>::to_vec)
         })
+    }
+
+    /// The automatic mappings (made at open) in `pid`'s address space.
+    pub fn auto_mappings(&self, pid: Pid) -> Vec<Mapping> {
+        let mut maps = self.mappings(pid);
+        maps.retain(|m| m.origin == Origin::Auto);
+        maps
     }
 
     pub fn mappings(&self, pid: Pid) -> Vec<Mapping> {
