@@ -94,6 +94,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::elf;
 use crate::error::{Error, Result};
 use crate::kpi::{self, Guard, KBox, Locked, LockedBy, PageHandle, Proc, Uio, VmObject};
+use crate::placement;
 use crate::probe;
 use crate::snapshot::{Batched, Census, PageRuns, SnapshotLayout, Writer};
 
@@ -598,8 +599,7 @@ pub fn mmap_single(offset: u64, size: u64, nprot: i32) -> Result<VmObject> {
         return Err(Error::Invalid);
     }
     with_open(|file| {
-        let pages = file.snapshot.size.div_ceil(PAGE_SIZE);
-        let limit = pages.checked_mul(PAGE_SIZE).ok_or(Error::Invalid)?;
+        let limit = placement::round_page(file.snapshot.size).ok_or(Error::Invalid)?;
         let end = offset.checked_add(size).ok_or(Error::Invalid)?;
         if size == 0 || offset >= limit || end > limit {
             return Err(Error::Invalid);

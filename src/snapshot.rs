@@ -645,8 +645,8 @@ impl SnapshotLayout {
     }
 }
 
-/// The size of a page of the kernel's VM objects.
-pub const PAGE_SIZE: usize = 4096;
+/// The size of a page of the kernel's VM objects (the architecture table's).
+pub const PAGE_SIZE: usize = crate::elf::NATIVE.page_size as usize;
 
 /// The pages a [`Writer`] holds, each with the count of its bytes written so far; a
 /// page goes back to the sink, complete, as soon as all of its bytes are written.
