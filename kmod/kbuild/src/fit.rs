@@ -350,7 +350,8 @@ fn functions<'d>(file: &Elf<'d>) -> Vec<Function<'d>> {
 /// Problems of one function, by check.
 #[derive(Default)]
 struct CodeProblems {
-    fpu: Vec<String>,
+    /// Floating-point or vector instructions, and (arm64) writes to x18.
+    forbidden: Vec<String>,
     red_zone: Vec<String>,
     frame: Vec<String>,
     instructions: usize,
@@ -364,7 +365,7 @@ fn code(report: &mut Report, file: &Elf<'_>, arch: Arch) {
             Arch::Amd64 => amd64_function(f),
             Arch::Aarch64 => aarch64_function(f),
         };
-        all.fpu.extend(p.fpu);
+        all.forbidden.extend(p.forbidden);
         all.red_zone.extend(p.red_zone);
         all.frame.extend(p.frame);
         all.instructions += p.instructions;
@@ -372,7 +373,7 @@ fn code(report: &mut Report, file: &Elf<'_>, arch: Arch) {
     let first = |v: &[String]| v.iter().take(8).cloned().collect::<Vec<_>>();
     report.result(
         "instructions",
-        &first(&all.fpu),
+        &first(&all.forbidden),
         format!(
             "{} instructions in {} functions, no floating-point or vector instruction or register",
             all.instructions,
@@ -461,7 +462,7 @@ fn amd64_function(f: &Function<'_>) -> CodeProblems {
             let name = format!("{f:?}");
             FPU_SIMD_FEATURES.iter().any(|p| name.starts_with(p))
         }) {
-            p.fpu
+            p.forbidden
                 .push(format!("{} ({feature:?})", show(&mut formatter, i)));
         } else if info
             .info(i)
@@ -469,7 +470,7 @@ fn amd64_function(f: &Function<'_>) -> CodeProblems {
             .iter()
             .any(|u| is_fpu_simd_register(u.register()))
         {
-            p.fpu.push(show(&mut formatter, i));
+            p.forbidden.push(show(&mut formatter, i));
         }
         let memory = (0..i.op_count()).any(|k| i.op_kind(k) == OpKind::Memory);
         let disp = i.memory_displacement64() as i64;
@@ -574,13 +575,13 @@ fn aarch64_function(f: &Function<'_>) -> CodeProblems {
         p.instructions += 1;
         let at = format!("{}+{:#x}: {w:08x}", f.name, offset - f.address);
         if a64_is_fp_simd(w) {
-            p.fpu.push(format!("{at} (FP/SIMD)"));
+            p.forbidden.push(format!("{at} (FP/SIMD)"));
         }
         if a64_below_sp(w) {
             p.red_zone.push(at.clone());
         }
         if a64_writes_x18(w) {
-            p.fpu
+            p.forbidden
                 .push(format!("{at} (writes x18, the kernel's per-CPU pointer)"));
         }
         if a64_sets_frame(w) {

@@ -80,8 +80,10 @@ fn main() -> ExitCode {
     };
     let root = root();
     let result = match (command.as_str(), operands.as_slice()) {
-        ("build", []) => build(&root, arch),
-        ("check", [object]) => check(&root, arch, Path::new(object), text_limit, false),
+        ("build", []) => Header::read(&root).and_then(|h| build(&root, arch, &h)),
+        ("check", [object]) => {
+            Header::read(&root).and_then(|h| check(&h, arch, Path::new(object), text_limit, false))
+        }
         ("spec", []) => spec(arch),
         ("build" | "check" | "spec", _) => return usage("wrong number of operands"),
         (other, _) => return usage(&format!("unknown command {other}")),
@@ -96,10 +98,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn build(root: &Path, arch: Arch) -> Result<bool, Failure> {
-    let header = Header::read(root)?;
-    let object = kernel::build(&Paths::new(root), arch, &header)?;
-    let ok = check(root, arch, &object, fit::TEXT_LIMIT, true)?;
+fn build(root: &Path, arch: Arch, header: &Header) -> Result<bool, Failure> {
+    let object = kernel::build(&Paths::new(root), arch, header)?;
+    let ok = check(header, arch, &object, fit::TEXT_LIMIT, true)?;
     if ok {
         println!("kbuild: {} ready", object.display());
     }
@@ -107,17 +108,16 @@ fn build(root: &Path, arch: Arch) -> Result<bool, Failure> {
 }
 
 fn check(
-    root: &Path,
+    header: &Header,
     arch: Arch,
     object: &Path,
     text_limit: u64,
     entry_points: bool,
 ) -> Result<bool, Failure> {
-    let header = Header::read(root)?;
     let report = fit::check_object(
         object,
         arch,
-        &header,
+        header,
         &Options {
             text_limit,
             entry_points,
