@@ -157,13 +157,16 @@ struct kpi_vm_layout {
 };
 void	 kpi_vm_layout(struct kpi_vm_layout *layout);
 /*
- * vm_mmap_object(9) of the first len bytes of obj into the current process,
- * read-only (max protection read) and shared (MAP_SHARED: inherited by
- * children forked later), at the first free range vm_map_find_min finds from
- * hint; the mapping holds its own object reference. len is a non-zero multiple
- * of KPI_PAGE_SIZE; hint is a non-zero multiple of it (a hint of 0 means
- * "from the bottom" on 13.x but "the default mmap address" from 14.0). 0 and
- * the address in *uaddr, or vm_mmap_object's errno (ENOMEM: no room).
+ * Maps the first len bytes of obj into the current process, read-only (max
+ * protection read) and shared (inherited by children forked later), at the
+ * first free range vm_map_find_min finds from hint; the mapping holds its own
+ * object reference. vm_mmap_object(9)'s steps for MAP_SHARED less its
+ * MAP_PREFAULT_PARTIAL (no page is entered into the pmap), or vm_mmap_object
+ * itself when the process wants future mappings wired (mlockall(2)
+ * MCL_FUTURE). len is a non-zero multiple of KPI_PAGE_SIZE; hint is a non-zero
+ * multiple of it (a hint of 0 means "from the bottom" on 13.x but "the
+ * default mmap address" from 14.0). 0 and the address in *uaddr, or an errno
+ * (ENOMEM: no room, or RLIMIT_VMEM).
  */
 int	 kpi_map_object(struct vm_object *obj, uint64_t len, uint64_t hint,
 	    uint64_t *uaddr);

@@ -27,6 +27,7 @@
 #include <sys/rwlock.h>
 #include <sys/sdt.h>
 #include <sys/sx.h>
+#include <sys/syscallsubr.h>
 #include <sys/sysctl.h>
 #include <sys/uio.h>
 
@@ -251,16 +252,40 @@ int
 kpi_map_object(struct vm_object *obj, uint64_t len, uint64_t hint,
     uint64_t *uaddr)
 {
-	vm_offset_t addr;
+	struct thread *td;
+	vm_map_t map;
+	vm_offset_t addr, default_addr;
 	int error;
 
 	KASSERT(len != 0 && (len & PAGE_MASK) == 0 && hint != 0 &&
 	    (hint & PAGE_MASK) == 0, ("ksyms: map %#jx at %#jx",
 	    (uintmax_t)len, (uintmax_t)hint));
+	td = curthread;
+	map = &td->td_proc->p_vmspace->vm_map;
 	vm_object_reference(obj);
 	addr = hint;
-	error = vm_mmap_object(&curproc->p_vmspace->vm_map, &addr, len,
-	    VM_PROT_READ, VM_PROT_READ, MAP_SHARED, obj, 0, FALSE, curthread);
+	if ((map->flags & MAP_WIREFUTURE) != 0) {
+		/* mlockall(MCL_FUTURE): vm_mmap_object wires what it maps. */
+		error = vm_mmap_object(map, &addr, len, VM_PROT_READ,
+		    VM_PROT_READ, MAP_SHARED, obj, 0, FALSE, td);
+	} else {
+		/*
+		 * vm_mmap_object's steps for a MAP_SHARED object mapping,
+		 * less MAP_PREFAULT_PARTIAL: no page enters the pmap now, so
+		 * neither this nor the removal at close touches up to 96
+		 * page table entries that most openers never use. A
+		 * KIOCGADDR user faults the pages in as it reads them.
+		 */
+		error = kern_mmap_racct_check(td, map, len);
+		if (error == 0) {
+			default_addr = round_page((vm_offset_t)
+			    td->td_proc->p_vmspace->vm_daddr +
+			    lim_max(td, RLIMIT_DATA));
+			error = vm_mmap_to_errno(vm_map_find_min(map, obj, 0,
+			    &addr, len, default_addr, 0, VMFS_OPTIMAL_SPACE,
+			    VM_PROT_READ, VM_PROT_READ, MAP_INHERIT_SHARE));
+		}
+	}
 	if (error != 0) {
 		vm_object_deallocate(obj);
 		return (error);
