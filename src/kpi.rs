@@ -191,7 +191,7 @@ unsafe impl Send for VmObject {}
 
 // SAFETY: `&VmObject` only lets threads take references, read, write and map the
 // object through the kernel's VM services, which lock the object themselves
-// (vm_object_reference, uiomove_object, vm_mmap_object), so several threads may use
+// (vm_object_reference, uiomove_object, vm_map_find_min), so several threads may use
 // one reference at once (e.g. the calls on an open file sharing its snapshot).
 unsafe impl Sync for VmObject {}
 

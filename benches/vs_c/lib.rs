@@ -12,7 +12,21 @@
 //!   zero-filled (vm_page_grab_valid on a fresh swap object zeroes it);
 //! - a run of page grabs (kpi_object_pages_grab): one call, and per page one visit
 //!   and one allocation, no zeroing; a run of releases: one call;
-//! - a symbol value (LINKER_SYMBOL_VALUES): one indirect call, as kobj dispatches it.
+//! - a symbol value (LINKER_SYMBOL_VALUES): one indirect call, as kobj dispatches it;
+//! - a read(2) (uiomove_object of the object into the reader's buffer): one call,
+//!   and one page visit per page it touches;
+//! - a mapping made or removed without pre-faulting (vm_map_find_min,
+//!   vm_map_delete of a range with no page table entries): one call;
+//! - freeing the object (the last vm_object_deallocate): one call, and one page
+//!   freed per page it has.
+//!
+//! Besides the builds ([`ours`], [`c`]), [`ours_first_open`] and [`c_first_open`]
+//! run what the hand-over's VMs time as "first open + read all after a kldload":
+//! open, read(2) of the whole file in reads of 1 MiB, close. FreeBSD's driver
+//! builds, maps nothing, and frees its object at every close. Ours builds, maps the
+//! snapshot without pre-faulting it, and keeps the object as the cached snapshot at
+//! close: its pages are freed when the module set changes next, in the kldload's
+//! event handler ([`ours_module_event`]), outside the timed open.
 
 // Shared with the tests, which use more of it; its Rng::next is not an Iterator's.
 #[allow(dead_code, clippy::should_implement_trait)]
@@ -38,6 +52,8 @@ pub struct Costs {
     pub page_ns: f64,
     /// Per page allocated in the object (vm_page_alloc).
     pub alloc_ns: f64,
+    /// Per page freed with the object (vm_page_free).
+    pub free_ns: f64,
 }
 
 /// Busy work of about `ns` nanoseconds.
@@ -87,6 +103,14 @@ pub struct Counts {
     pub copied: u64,
     /// Bytes zero-filled in new pages.
     pub zeroed: u64,
+    /// read(2) calls, and the bytes they copied out.
+    pub reads: u64,
+    pub read_bytes: u64,
+    /// Automatic mappings made and removed.
+    pub maps: u64,
+    pub unmaps: u64,
+    /// Pages freed with the object.
+    pub pages_freed: u64,
 }
 
 /// A linker file as the kernel linker hands it out during a walk.
@@ -107,6 +131,8 @@ pub struct Kernel {
     data: RefCell<Vec<u8>>,
     created: RefCell<Vec<bool>>,
     size: Cell<u64>,
+    /// The reading process's buffer.
+    user: RefCell<Vec<u8>>,
 }
 
 impl Kernel {
@@ -119,6 +145,7 @@ impl Kernel {
             data: RefCell::new(Vec::new()),
             created: RefCell::new(Vec::new()),
             size: Cell::new(0),
+            user: RefCell::new(vec![0; READ_SIZE]),
         });
         let me: *const Kernel = &*k;
         k.files = files
@@ -180,6 +207,60 @@ impl Kernel {
         new
     }
 
+    /// A read(2) of up to [`READ_SIZE`] bytes at `off`: uiomove_object of the
+    /// object's pages (all there: the build made them) into the reader's buffer.
+    /// The bytes read.
+    fn read(&self, off: u64) -> usize {
+        self.spin.cost(self.costs.call_ns);
+        let size = self.size.get() as usize;
+        let (start, data) = ((off as usize).min(size), self.data.borrow());
+        let end = size.min(start + READ_SIZE);
+        let mut user = self.user.borrow_mut();
+        let mut at = start;
+        while at < end {
+            let page = at / PAGE_SIZE * PAGE_SIZE;
+            self.spin.cost(self.costs.page_ns);
+            self.count(|c| c.page_visits += 1);
+            let n = (page + PAGE_SIZE).min(end) - at;
+            user[at - start..at - start + n].copy_from_slice(&data[at..at + n]);
+            at += n;
+        }
+        black_box(&mut user[..]);
+        self.count(|c| {
+            c.reads += 1;
+            c.read_bytes += (end - start) as u64;
+        });
+        end - start
+    }
+
+    /// The whole file, read by 1 MiB reads up to the one that returns 0 (EOF).
+    fn read_all(&self) {
+        let mut off = 0;
+        loop {
+            let n = self.read(off);
+            if n == 0 {
+                break;
+            }
+            off += n as u64;
+        }
+    }
+
+    /// A mapping made or removed without touching the pmap.
+    fn map_call(&self, make: bool) {
+        self.spin.cost(self.costs.call_ns);
+        self.count(|c| if make { c.maps += 1 } else { c.unmaps += 1 });
+    }
+
+    /// The last reference to the object goes: its pages are freed.
+    fn object_free(&self) {
+        self.spin.cost(self.costs.call_ns);
+        let pages = self.created.borrow().iter().filter(|&&p| p).count();
+        for _ in 0..pages {
+            self.spin.cost(self.costs.free_ns);
+        }
+        self.count(|c| c.pages_freed += pages as u64);
+    }
+
     /// uiomove_object of `buf` into the object at `off`.
     fn object_write(&self, buf: &[u8], off: u64) -> Result<()> {
         self.spin.cost(self.costs.call_ns);
@@ -208,6 +289,9 @@ impl Kernel {
         Ok(())
     }
 }
+
+/// The reads of the timed open: 1 MiB, as the hand-over's measurement reads.
+pub const READ_SIZE: usize = 1 << 20;
 
 /// Our pages on the model: kpi_object_pages_grab / kpi_object_pages_release, used
 /// through the engine's `Batched` sink as src/device.rs uses them.
@@ -351,6 +435,23 @@ pub fn ours(k: &Kernel) -> Result<u64> {
     Err(Error::Changed)
 }
 
+/// Our first open after a module change: the build, the automatic mapping (no
+/// pre-fault), the whole file read, the close (the mapping removed; the object stays
+/// as the cached snapshot). Returns the snapshot's size.
+pub fn ours_first_open(k: &Kernel) -> Result<u64> {
+    let size = ours(k)?;
+    k.map_call(true);
+    k.read_all();
+    k.map_call(false);
+    Ok(size)
+}
+
+/// What the next module change does to our cached snapshot: frees it (in the
+/// kld event handler, outside any open).
+pub fn ours_module_event(k: &Kernel) {
+    k.object_free();
+}
+
 // ---------------------------------------------------------------------------
 // The C driver's algorithm (ksyms_c.c) on the same services
 // ---------------------------------------------------------------------------
@@ -440,6 +541,15 @@ unsafe extern "C" fn c_object_write(
         Ok(()) => 0,
         Err(_) => 22,
     }
+}
+
+/// The C driver's open: its build, the whole file read, the close (the object
+/// freed). Returns the snapshot's size.
+pub fn c_first_open(k: &Kernel) -> Result<u64> {
+    let size = c(k)?;
+    k.read_all();
+    k.object_free();
+    Ok(size)
 }
 
 /// The C driver's build: the snapshot's size.
