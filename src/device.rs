@@ -31,9 +31,10 @@
 //!   The unmap must be under the lock: the lock is what keeps the opener from
 //!   exiting or exec'ing meanwhile (its events take the lock, and clear
 //!   `mapped_in`), so its address space is still the one mapped into. Its cost is
-//!   the pmap removal of the range; the object reference the map entry gives back
-//!   is never the last (the open still holds one), so no object is torn down
-//!   under the lock. The open's own reference (maybe the last: page frees) and its
+//!   the map entry's removal, plus the page table entries of the pages the opener
+//!   touched (the mapping is made without pre-faulting any); the object reference
+//!   the map entry gives back is never the last (the open still holds one), so no
+//!   object is torn down under the lock. The open's own reference (maybe the last: page frees) and its
 //!   memory go after the lock, while [`RETIRING`] keeps unload refused.
 //! - [`kld_changed`]: bumps the generation and takes the stale cache out; its
 //!   object is released after the lock.
