@@ -38,6 +38,20 @@ fn open_and_check(k: &Kernel, p: Pid, is32: bool) -> (u64, u64) {
     (a, m[0].len)
 }
 
+/// Runs `test` on a fresh kernel of each release, with one process of each width;
+/// `case` names the release and the width for messages.
+fn on_each_release_and_width(test: impl Fn(&Kernel, Pid, bool, &str)) {
+    for release in RELEASES {
+        for is32 in [false, true] {
+            let k = Kernel::boot_compiled(2);
+            k.set_release(release);
+            let p = k.spawn(is32);
+            test(&k, p, is32, &format!("{release:?} is32 {is32}"));
+            k.shutdown();
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Placement: the hints (pure)
 // ---------------------------------------------------------------------------
@@ -164,22 +178,12 @@ fn the_model_reproduces_the_14_0_change_of_a_zero_hint() {
 
 #[test]
 fn the_mapping_goes_past_the_largest_heap_on_every_release() {
-    for release in RELEASES {
-        for is32 in [false, true] {
-            let k = Kernel::boot_compiled(2);
-            k.set_release(release);
-            let p = k.spawn(is32);
-            let d = k.layout(p).default_addr();
-            let (a, len) = open_and_check(&k, p, is32);
-            assert_eq!(a, d, "{release:?} is32 {is32}");
-            assert_eq!(
-                k.take_map_tries(),
-                vec![(d, len)],
-                "{release:?} is32 {is32}"
-            );
-            k.shutdown();
-        }
-    }
+    on_each_release_and_width(|k, p, is32, case| {
+        let d = k.layout(p).default_addr();
+        let (a, len) = open_and_check(k, p, is32);
+        assert_eq!(a, d, "{case}");
+        assert_eq!(k.take_map_tries(), vec![(d, len)], "{case}");
+    });
 }
 
 #[test]
@@ -217,68 +221,56 @@ fn a_32_bit_process_whose_data_limit_covers_its_address_space_opens() {
 
 #[test]
 fn no_room_above_the_heap_falls_back_to_the_bottom() {
-    for release in RELEASES {
-        for is32 in [false, true] {
-            let k = Kernel::boot_compiled(2);
-            k.set_release(release);
-            let p = k.spawn(is32);
-            let l = k.layout(p);
-            let d = l.default_addr();
-            // Something at the bottom, so that first fit is not simply map_min.
-            assert!(k.map_guard(p, l.map_min, 3 * PAGE));
-            assert!(k.fill(p, d, l.map_max) >= 1);
-            let (a, len) = open_and_check(&k, p, is32);
-            assert_eq!(a, l.map_min + 3 * PAGE, "{release:?} is32 {is32}");
-            assert_eq!(
-                k.take_map_tries(),
-                vec![(d, len), (l.map_min, len)],
-                "{release:?} is32 {is32}"
-            );
-            k.shutdown();
-        }
-    }
+    on_each_release_and_width(|k, p, is32, case| {
+        let l = k.layout(p);
+        let d = l.default_addr();
+        // Something at the bottom, so that first fit is not simply map_min.
+        assert!(k.map_guard(p, l.map_min, 3 * PAGE));
+        assert!(k.fill(p, d, l.map_max) >= 1);
+        let (a, len) = open_and_check(k, p, is32);
+        assert_eq!(a, l.map_min + 3 * PAGE, "{case}");
+        assert_eq!(
+            k.take_map_tries(),
+            vec![(d, len), (l.map_min, len)],
+            "{case}"
+        );
+    });
 }
 
 #[test]
 fn a_full_address_space_is_enomem_and_leaks_nothing() {
-    for release in RELEASES {
-        for is32 in [false, true] {
-            let k = Kernel::boot_compiled(2);
-            k.set_release(release);
-            let p = k.spawn(is32);
-            let l = k.layout(p);
-            k.fill(p, 0, u64::MAX);
-            let guards = k.mappings(p).len();
-            k.take_probes();
-            assert_eq!(k.open(p, FREAD), Err(ENOMEM), "{release:?} is32 {is32}");
-            let tries = k.take_map_tries();
-            assert_eq!(tries.len(), 2, "{tries:x?}");
-            assert_eq!(tries[1].0, l.map_min);
-            // Nothing of the open is left: no open file, no mapping, no reference
-            // but the cache's.
-            let a = k.accounting();
-            assert_eq!((a.cdevprivs, a.open_files, a.mallocs), (0, 0, 0), "{a:?}");
-            assert_eq!(k.mappings(p).len(), guards);
-            let objs = k.device_objects();
-            assert_eq!(objs.len(), 1);
-            assert_eq!(k.object_refs(objs[0]), 1, "only the cache holds it");
-            let probes = k.take_probes();
-            let maps: Vec<_> = probes
-                .iter()
-                .filter_map(|p| match *p {
-                    Probe::Map { hint, error, .. } => Some((hint, error)),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(maps, vec![(tries[0].0, ENOMEM), (tries[1].0, ENOMEM)]);
-            assert_eq!(probes.last(), Some(&Probe::OpenRefused { error: ENOMEM }));
-            // Room again (one guard gone): the open succeeds.
-            let m = k.mappings(p)[0].clone();
-            assert!(k.munmap(p, m.addr, m.len));
-            open_and_check(&k, p, is32);
-            k.shutdown();
-        }
-    }
+    on_each_release_and_width(|k, p, is32, case| {
+        let l = k.layout(p);
+        k.fill(p, 0, u64::MAX);
+        let guards = k.mappings(p).len();
+        k.take_probes();
+        assert_eq!(k.open(p, FREAD), Err(ENOMEM), "{case}");
+        let tries = k.take_map_tries();
+        assert_eq!(tries.len(), 2, "{tries:x?}");
+        assert_eq!(tries[1].0, l.map_min);
+        // Nothing of the open is left: no open file, no mapping, no reference
+        // but the cache's.
+        let a = k.accounting();
+        assert_eq!((a.cdevprivs, a.open_files, a.mallocs), (0, 0, 0), "{a:?}");
+        assert_eq!(k.mappings(p).len(), guards);
+        let objs = k.device_objects();
+        assert_eq!(objs.len(), 1);
+        assert_eq!(k.object_refs(objs[0]), 1, "only the cache holds it");
+        let probes = k.take_probes();
+        let maps: Vec<_> = probes
+            .iter()
+            .filter_map(|p| match *p {
+                Probe::Map { hint, error, .. } => Some((hint, error)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(maps, vec![(tries[0].0, ENOMEM), (tries[1].0, ENOMEM)]);
+        assert_eq!(probes.last(), Some(&Probe::OpenRefused { error: ENOMEM }));
+        // Room again (one guard gone): the open succeeds.
+        let m = k.mappings(p)[0].clone();
+        assert!(k.munmap(p, m.addr, m.len));
+        open_and_check(k, p, is32);
+    });
 }
 
 // ---------------------------------------------------------------------------
