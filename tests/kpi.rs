@@ -8,18 +8,9 @@
 mod sim;
 
 use ksyms::error::{errno, Error};
-use ksyms::placement::{self, VmLayout as Facts, PAGE};
+use ksyms::placement::{self, PAGE};
 use sim::files::compiled;
 use sim::*;
-
-fn facts(l: VmLayout) -> Facts {
-    Facts {
-        map_min: l.map_min,
-        map_max: l.map_max,
-        data_start: l.data_start,
-        data_limit: l.data_limit,
-    }
-}
 
 /// Opens in `p`, checks that the automatic mapping holds the snapshot, returns
 /// (address, mapped length).
@@ -61,7 +52,7 @@ const LEN: u64 = 16 * PAGE;
 #[test]
 fn hints_are_the_heap_end_then_the_bottom_of_the_map() {
     for is32 in [false, true] {
-        let l = facts(VmLayout::default_for(is32));
+        let l = VmLayout::default_for(is32);
         let heap_end = (l.data_start + l.data_limit).next_multiple_of(PAGE);
         assert_eq!(
             placement::hints(&l, LEN),
@@ -73,7 +64,7 @@ fn hints_are_the_heap_end_then_the_bottom_of_the_map() {
 
 #[test]
 fn no_heap_hint_when_the_data_limit_covers_the_address_space() {
-    let mut l = facts(VmLayout::default_for(true));
+    let mut l = VmLayout::default_for(true);
     // compat.ia32.maxdsiz of 4 GiB: the heap's end is past the 32-bit map.
     l.data_limit = 4 << 30;
     assert_eq!(placement::hints(&l, LEN), [Some(l.map_min), None]);
@@ -85,7 +76,7 @@ fn no_heap_hint_when_the_data_limit_covers_the_address_space() {
     l.data_limit = 2 * PAGE;
     assert_eq!(placement::hints(&l, LEN), [Some(l.map_min), None]);
     // Room for the mapping only just below the map's end still counts.
-    let mut l = facts(VmLayout::default_for(true));
+    let mut l = VmLayout::default_for(true);
     l.data_limit = l.map_max - LEN - l.data_start;
     assert_eq!(
         placement::hints(&l, LEN),
@@ -99,7 +90,7 @@ fn no_heap_hint_when_the_data_limit_covers_the_address_space() {
 fn no_hint_is_ever_zero() {
     // security.bsd.map_at_zero=1: vm_map_min is 0, and a hint of 0 would mean the
     // default mmap address on 14.0 and later.
-    let mut l = facts(VmLayout::default_for(false));
+    let mut l = VmLayout::default_for(false);
     l.map_min = 0;
     assert_eq!(placement::hints(&l, LEN)[1], Some(PAGE));
     l.data_start = 0;
@@ -109,7 +100,7 @@ fn no_hint_is_ever_zero() {
 
 #[test]
 fn no_hint_when_the_mapping_is_larger_than_the_map() {
-    let l = facts(VmLayout::default_for(true));
+    let l = VmLayout::default_for(true);
     assert_eq!(placement::hints(&l, 1 << 32), [None, None]);
     let tries = std::cell::Cell::new(0);
     let r = placement::place(&l, 1 << 32, |_, _| {
@@ -122,7 +113,7 @@ fn no_hint_when_the_mapping_is_larger_than_the_map() {
 
 #[test]
 fn place_moves_on_only_after_enomem() {
-    let l = facts(VmLayout::default_for(false));
+    let l = VmLayout::default_for(false);
     let hints = placement::hints(&l, LEN);
     let mut seen = Vec::new();
     let r = placement::place(&l, LEN - 100, |hint, len| {

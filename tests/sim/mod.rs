@@ -243,14 +243,9 @@ pub enum Release {
 
 pub const RELEASES: [Release; 2] = [Release::R13, Release::R14];
 
-/// A process's map bounds and data segment, as `kpi_vm_layout` reports them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VmLayout {
-    pub map_min: u64,
-    pub map_max: u64,
-    pub data_start: u64,
-    pub data_limit: u64,
-}
+/// A process's map bounds and data segment, as `kpi_vm_layout` reports them: the
+/// facts the driver's placement reads.
+pub use ksyms::placement::VmLayout;
 
 /// amd64 `VM_MAXUSER_ADDRESS` (4-level paging) and a 32-bit process's map end
 /// (`FREEBSD32_MAXUSER`).
@@ -260,10 +255,19 @@ pub const MAXUSER_32: u64 = (1 << 32) - PAGE;
 pub const MAXDSIZ_64: u64 = 32 << 30;
 pub const MAXDSIZ_32: u64 = 512 << 20;
 
-impl VmLayout {
+/// What the model knows of a process's layout besides what the driver reads.
+pub trait LayoutModel {
     /// A fresh image: `vm_map_min` one page up (security.bsd.map_at_zero=0), a data
     /// segment where a non-PIE executable has it, the default data limit.
-    pub fn default_for(is32: bool) -> VmLayout {
+    fn default_for(is32: bool) -> Self;
+
+    /// vm_mmap_object's default address, `round_page(vm_daddr + lim_max(RLIMIT_DATA))`,
+    /// computed in `vm_offset_t` as the kernel does (it may lie past the map).
+    fn default_addr(&self) -> u64;
+}
+
+impl LayoutModel for VmLayout {
+    fn default_for(is32: bool) -> VmLayout {
         if is32 {
             VmLayout {
                 map_min: PAGE,
@@ -281,9 +285,7 @@ impl VmLayout {
         }
     }
 
-    /// vm_mmap_object's default address, `round_page(vm_daddr + lim_max(RLIMIT_DATA))`,
-    /// computed in `vm_offset_t` as the kernel does (it may lie past the map).
-    pub fn default_addr(&self) -> u64 {
+    fn default_addr(&self) -> u64 {
         self.data_start
             .wrapping_add(self.data_limit)
             .wrapping_add(PAGE - 1)
