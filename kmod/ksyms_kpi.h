@@ -104,6 +104,16 @@ int	 kpi_symbol_value(struct linker_file *lf, const void *sym,
  */
 #define	KPI_OBJECT_MAX	0x7ffffffffffff000ULL
 struct vm_object *kpi_object_alloc(uint64_t size);
+/*
+ * Takes obj, a snapshot object the caller kept after its module set changed,
+ * for a new snapshot of size bytes (at most KPI_OBJECT_MAX): only when the
+ * caller's is its one reference (no open, mapping or reader left to see its
+ * pages change) and it has room for size. Then frees its pages past size and
+ * all of its swap space; its pages below size keep their old bytes until
+ * kpi_object_pages_grab hands them out to be written whole. 0, or EBUSY
+ * (obj untouched).
+ */
+int	 kpi_object_recycle(struct vm_object *obj, uint64_t size);
 /* vm_object_reference(9) / vm_object_deallocate(9). */
 void	 kpi_object_ref(struct vm_object *obj);
 void	 kpi_object_release(struct vm_object *obj);
@@ -115,20 +125,23 @@ void	 kpi_object_release(struct vm_object *obj);
 int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size,
 	    struct uio *uio);
 /*
- * Writing a new object in place (one copy, no uio): pages pindex.. of obj, up
- * to count (> 0) of them, stopping at the object's end or at a page that
- * already holds data; each allocated now (not zeroed), exclusive-busied and
- * wired, with m[i] and va[i], its direct-map address (KPI_PAGE_SIZE writable
- * bytes). Returns how many (0: pindex is past the object or holds data). Never
- * called with obj mapped anywhere, nor for a page the caller holds.
+ * Writing a new object, or a recycled one, in place (one copy, no uio): pages
+ * pindex.. of obj, up to count (> 0) of them, stopping at the object's end;
+ * each found or allocated now (not zeroed: old bytes or garbage),
+ * exclusive-busied and wired, with m[i] and va[i], its direct-map address
+ * (KPI_PAGE_SIZE writable bytes). Returns how many (0: pindex is past the
+ * object). Called only while the caller holds the object's one reference,
+ * never for a page it holds or has written since the object was allocated or
+ * recycled.
  */
 int	 kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex,
 	    int count, struct vm_page **m, void **va);
 /*
  * Gives back count (> 0) pages of kpi_object_pages_grab: valid and dirty when
- * written is non-zero (every byte of each was written), else left invalid
- * (their garbage is never read and goes with the object); unbusied and
- * unwired into the active queue, pageable like any anonymous page.
+ * written is non-zero (every byte of each was written), else left as they
+ * were (a failed attempt: its object is recycled and rewritten, or freed,
+ * never read); unbusied and unwired into the active queue, pageable like any
+ * anonymous page.
  */
 void	 kpi_object_pages_release(struct vm_page *const *m, int count,
 	    int written);

@@ -162,6 +162,30 @@ kpi_object_alloc(uint64_t size)
 	    VM_PROT_DEFAULT, 0, NULL));
 }
 
+int
+kpi_object_recycle(struct vm_object *obj, uint64_t size)
+{
+	vm_pindex_t keep;
+
+	KASSERT(size <= KPI_OBJECT_MAX, ("ksyms: recycle for %ju bytes",
+	    (uintmax_t)size));
+	keep = atop(round_page(size));
+	VM_OBJECT_WLOCK(obj);
+	/*
+	 * Only the snapshot code hands out references, and only to an object
+	 * it holds one of: at 1, nobody can take another while we write.
+	 */
+	if (obj->ref_count != 1 || keep > obj->size) {
+		VM_OBJECT_WUNLOCK(obj);
+		return (EBUSY);
+	}
+	vm_object_page_remove(obj, keep, 0, 0);
+	/* Pages below keep are all rewritten before anyone reads them. */
+	vm_pager_freespace(obj, 0, obj->size);
+	VM_OBJECT_WUNLOCK(obj);
+	return (0);
+}
+
 void
 kpi_object_ref(struct vm_object *obj)
 {
@@ -185,8 +209,9 @@ kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio)
 
 /*
  * Returns how many pages were grabbed. Not zeroed: the caller writes all of
- * each before it becomes valid. Busied, so that nothing else touches them,
- * and wired, so that they stay at their physical address, until
+ * each (a recycled object's pages are valid with old bytes, which nobody can
+ * read: the caller holds the only reference). Busied, so that nothing else
+ * touches them, and wired, so that they stay at their physical address, until
  * kpi_object_pages_release. One object lock for the whole run.
  */
 int
@@ -201,12 +226,6 @@ kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
 	for (i = 0; i < count && pindex + i < obj->size; i++) {
 		p = vm_page_grab(obj, pindex + i,
 		    VM_ALLOC_NORMAL | VM_ALLOC_WIRED);
-		if (!vm_page_none_valid(p)) {
-			/* Written before: not ours to write again. */
-			vm_page_xunbusy(p);
-			vm_page_unwire(p, PQ_ACTIVE);
-			break;
-		}
 		m[i] = p;
 		va[i] = (void *)PHYS_TO_DMAP(VM_PAGE_TO_PHYS(p));
 	}

@@ -3,7 +3,8 @@
 //! # State and locking
 //! One [`State`] behind ksyms_lock (an sx lock in the shim, the crate's one `Locked`):
 //! whether the module is loaded, the opens under way, the list of live opens, the
-//! cached snapshot and the generation of the linker file set. Each open file's link
+//! cached snapshot, the spare (the last stale snapshot, kept for its pages) and
+//! the generation of the linker file set. Each open file's link
 //! in that list is a `LockedBy`, opened only with the lock's guard. Lock order: the
 //! kernel linker's lock, then ksyms_lock, then VM locks. The linker walks that build
 //! a snapshot run with ksyms_lock released, because the kld_load/kld_unload events
@@ -12,14 +13,15 @@
 //! Every path that takes ksyms_lock, what it does there, and why that must be there
 //! (`tests/device.rs` checks which kernel services each path calls with it held):
 //! - [`load`], [`unload`]: set or test `loaded` against the opens, the opens under
-//!   way and [`RETIRING`]: one decision. Unload takes the cache out; its object is
-//!   released after the lock.
+//!   way and [`RETIRING`]: one decision. Unload takes the cache and the spare out;
+//!   their objects are released after the lock.
 //! - [`open`], first hold: `loaded`, the one-open-per-process check and `opening`
 //!   (which keeps unload refused while the open is built without the lock).
 //! - [`snapshot`]: the generation and the cache. On a hit, a new reference to the
 //!   cached object (vm_object_reference: a counter), taken while the cache's own
-//!   reference keeps the object alive, which only the lock guarantees. A stale
-//!   cache is taken out and released after the lock; a new snapshot's cache
+//!   reference keeps the object alive, which only the lock guarantees. On a miss,
+//!   the spare (and a cache that is not to be used) is taken out, to be recycled
+//!   or released after the lock; a new snapshot's cache
 //!   reference is taken before the lock, and the snapshot it replaces (or the
 //!   reference, if not cached) released after.
 //! - [`open`], second hold: `opening`, the authoritative one-open check, publication.
@@ -36,8 +38,8 @@
 //!   the map entry gives back is never the last (the open still holds one), so no
 //!   object is torn down under the lock. The open's own reference (maybe the last: page frees) and its
 //!   memory go after the lock, while [`RETIRING`] keeps unload refused.
-//! - [`kld_changed`]: bumps the generation and takes the stale cache out; its
-//!   object is released after the lock.
+//! - [`kld_changed`]: bumps the generation and makes the stale cache the spare;
+//!   the spare it replaces is released after the lock.
 //! - `forget` (process exit and exec): clears the process from the links.
 //! - [`cached_bytes`]: reads the cache's size.
 //!
@@ -71,6 +73,17 @@
 //! A snapshot is a VM object. Each open holds a reference, the automatic mapping in
 //! the opener holds one, each mmap(2) holds one, and the cache holds one. The object
 //! goes when the last of them does; mappings depend on no code of this module.
+//!
+//! # Recycling
+//! A module change makes the cached snapshot stale. Its object is kept as the
+//! spare, and the next build writes over its pages instead of allocating new ones
+//! (and the stale object's are not freed): no page allocated, zeroed or freed when
+//! the new snapshot is no bigger than the object. [`VmObject::recycle`] takes the
+//! spare only when its reference is the object's last, so no open, mapping or read
+//! can see a page change; otherwise the spare is released and a new object made.
+//! A new object has room beyond its snapshot ([`object_size`]), so that the
+//! snapshot after a kldload still fits it; only pages written exist, so the room
+//! costs nothing until used. The memory kept is what the cache would keep: one snapshot.
 //!
 //! # Where each rule of SPEC.md lives
 //! - read-only device, EPERM for write opens: [`open`]
@@ -160,6 +173,8 @@ struct State {
     /// The live opens: those whose cdevpriv destructor has not run.
     opens: Option<NonNull<OpenFile>>,
     cache: Option<Cached>,
+    /// The last stale snapshot's object, to be recycled by the next build.
+    spare: Option<VmObject>,
     /// Bumped at every change of the linker file set.
     generation: u64,
 }
@@ -188,6 +203,7 @@ static STATE: Locked<State> = unsafe {
         opening: 0,
         opens: None,
         cache: None,
+        spare: None,
         generation: 0,
     })
 };
@@ -298,15 +314,15 @@ pub fn load() -> Result<()> {
 /// MOD_UNLOAD: refused while any open is alive or under way, or a retirement is
 /// still releasing what its open held.
 pub fn unload() -> Result<()> {
-    let cache = {
+    let kept = {
         let mut st = STATE.lock();
         if st.opening > 0 || st.opens.is_some() || RETIRING.load(Ordering::SeqCst) > 0 {
             return Err(Error::Busy);
         }
         st.loaded = false;
-        st.cache.take()
+        (st.cache.take(), st.spare.take())
     };
-    drop(cache);
+    drop(kept);
     Ok(())
 }
 
@@ -418,9 +434,10 @@ fn prepare(me: Proc, use_cache: bool) -> Result<KBox<OpenFile>> {
 }
 
 /// A snapshot for a new open: the cached one if the linker file set has not changed
-/// since it was built, else a new one (cached if the set did not change meanwhile).
+/// since it was built, else a new one (cached if the set did not change meanwhile),
+/// built over the spare's pages if it can be recycled.
 fn snapshot(use_cache: bool) -> Result<Snapshot> {
-    let (generation, dropped) = {
+    let (generation, spare, dropped) = {
         let mut st = STATE.lock();
         let generation = st.generation;
         match &st.cache {
@@ -433,12 +450,18 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
                 probe::cache_hit(hit.size);
                 return Ok(hit);
             }
-            _ => (generation, st.cache.take()),
+            _ => {
+                let unused = st.cache.take().map(|c| c.snapshot.object);
+                match st.spare.take() {
+                    Some(spare) => (generation, Some(spare), unused),
+                    None => (generation, unused, None),
+                }
+            }
         }
     };
     drop(dropped);
 
-    let built = build()?;
+    let built = build(spare)?;
 
     // The cache's reference is taken before the lock, and whichever of it and the
     // replaced snapshot is not kept is released after.
@@ -463,13 +486,14 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
     Ok(built)
 }
 
-/// Builds a snapshot, retrying while the linker file set changes under the walks.
+/// Builds a snapshot, retrying while the linker file set changes under the walks,
+/// in the pages of `spare` if it can be recycled (and of a failed attempt's object).
 /// The first attempt counts each file's locals as ELF orders them (locals first);
 /// later ones count every symbol, in case a table breaks that order.
-fn build() -> Result<Snapshot> {
+fn build(mut spare: Option<VmObject>) -> Result<Snapshot> {
     for attempt in (1u32..).take(ATTEMPTS) {
         probe::build_start(attempt);
-        let built = build_once(attempt > 1);
+        let built = build_once(attempt > 1, &mut spare);
         probe::build_done(
             attempt,
             built
@@ -510,9 +534,18 @@ unsafe impl PageRuns for ObjectPages<'_> {
     }
 }
 
-/// One attempt: census walk (`exact`: reading every symbol), object, writing walk.
-/// The snapshot and its layout.
-fn build_once(exact: bool) -> Result<(Snapshot, SnapshotLayout)> {
+/// The size of a new object for a snapshot of `size` bytes: a quarter more, and at
+/// least 64 KiB more, so that the next snapshot can recycle it after a kldload of
+/// that much (a module of a thousand symbols or so takes 50 KiB).
+pub fn object_size(size: u64) -> u64 {
+    let room = (size / 4).max(64 << 10);
+    size.saturating_add(room).min(kpi::OBJECT_MAX).max(size)
+}
+
+/// One attempt: census walk (`exact`: reading every symbol), object (`spare`
+/// recycled, else a new one), writing walk. The snapshot and its layout; after a
+/// failure, the object is left in `spare` for the next attempt.
+fn build_once(exact: bool, spare: &mut Option<VmObject>) -> Result<(Snapshot, SnapshotLayout)> {
     let mut census = Census::default();
     if exact {
         kpi::foreach_linker_file(|file| census.add(file))?;
@@ -520,17 +553,35 @@ fn build_once(exact: bool) -> Result<(Snapshot, SnapshotLayout)> {
         kpi::foreach_linker_file(|file| census.add_ordered(file))?;
     }
     let layout = census.layout()?;
+    let size = layout.size();
 
-    let object = VmObject::alloc(layout.size())?;
-    let mut pages = ObjectPages { object: &object };
+    let object = match spare.take() {
+        Some(old) if old.recycle(size).is_ok() => old,
+        old => {
+            // Released before the new one is made: its pages go first.
+            drop(old);
+            VmObject::alloc(object_size(size))?
+        }
+    };
+    match write(&object, layout) {
+        Ok(layout) => Ok((Snapshot { object, size }, layout)),
+        Err(e) => {
+            *spare = Some(object);
+            Err(e)
+        }
+    }
+}
+
+/// The writing walk into `object`'s pages.
+fn write(object: &VmObject, layout: SnapshotLayout) -> Result<SnapshotLayout> {
+    let mut pages = ObjectPages { object };
     let mut sink = Batched::new(&mut pages, layout.size());
     let mut writer = Writer::new(layout, elf::NATIVE, &mut sink)?;
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
     // Every page goes back to the object before anyone sees it.
     drop(sink);
-    let size = layout.size();
-    Ok((Snapshot { object, size }, layout))
+    Ok(layout)
 }
 
 /// Runs `f` on the per-open state of the current call's open file.
@@ -619,14 +670,18 @@ pub unsafe fn cdevpriv_dtor(priv_: NonNull<c_void>) {
     unsafe { retire(priv_.cast::<OpenFile>()) };
 }
 
-/// A linker file was loaded or unloaded: the cached snapshot is stale.
+/// A linker file was loaded or unloaded: the cached snapshot is stale, and becomes
+/// the spare (see "Recycling").
 pub fn kld_changed() {
-    let stale = {
+    let replaced = {
         let mut st = STATE.lock();
         st.generation = st.generation.wrapping_add(1);
-        st.cache.take()
+        match st.cache.take() {
+            Some(stale) => st.spare.replace(stale.snapshot.object),
+            None => None,
+        }
     };
-    drop(stale);
+    drop(replaced);
 }
 
 /// A process exits: its address space, with our mapping, goes away, and so does

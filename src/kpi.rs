@@ -208,6 +208,19 @@ impl VmObject {
         NonNull::new(obj).map(VmObject).ok_or(Error::NoMemory)
     }
 
+    /// Takes this object, kept from an older snapshot, for a new snapshot of
+    /// `size` bytes: only when this is its one reference and it has room for `size`
+    /// (else an error, and the object is untouched). Its pages keep their old bytes
+    /// until [`VmObject::grab_pages`] hands them out to be written whole.
+    pub fn recycle(&self, size: u64) -> Result<()> {
+        if size > OBJECT_MAX {
+            return Err(Error::TooLarge);
+        }
+        // SAFETY: the object is alive (we hold a reference); size is within
+        // KPI_OBJECT_MAX (checked).
+        Error::check(unsafe { sys::kpi_object_recycle(self.0.as_ptr(), size) })
+    }
+
     /// Another reference to the same object.
     pub fn reference(&self) -> VmObject {
         // SAFETY: self holds a reference, so the object is alive.
@@ -242,7 +255,8 @@ impl VmObject {
 impl VmObject {
     /// Pages `first..` of the object (at most `out.len()`), for writing through the
     /// kernel's direct map: how many were grabbed (at least 1). [`Error::Invalid`]
-    /// when `first` is past the object or already written.
+    /// when `first` is past the object. Only while this is the object's one
+    /// reference, and never for a page written since it was allocated or recycled.
     pub fn grab_pages(&self, first: u64, out: &mut [(PageHandle, NonNull<u8>)]) -> Result<usize> {
         const RUN: usize = crate::snapshot::BATCH;
         let mut m = [core::ptr::null_mut::<sys::vm_page>(); RUN];

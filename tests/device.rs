@@ -893,6 +893,112 @@ fn a_load_or_unload_between_opens_forces_a_rebuild() {
     k.shutdown();
 }
 
+/// The object of `p`'s open `fd` (its automatic mapping's).
+fn object_of(k: &Kernel, p: Pid, fd: Fd) -> u64 {
+    k.mapping_at(p, addr(k, p, fd)).unwrap().obj
+}
+
+#[test]
+fn a_rebuild_recycles_the_stale_snapshot_that_nobody_holds() {
+    let k = Kernel::boot_compiled(2);
+    let p = k.spawn(false);
+    let fp = k.open(p, FREAD).unwrap();
+    let before = k.read_all(p, fp, 1 << 16).unwrap();
+    let obj = object_of(&k, p, fp);
+    k.close(p, fp).unwrap();
+    // A load: the snapshot grows, within the object's room.
+    let id = k.kld_load(module(2));
+    let fp = k.open(p, FREAD).unwrap();
+    assert_eq!(
+        object_of(&k, p, fp),
+        obj,
+        "a new object for the grown snapshot"
+    );
+    assert_eq!((k.calls(Kind::ObjectAlloc), k.object_recycles(obj)), (1, 1));
+    let grown = k.read_all(p, fp, 1 << 16).unwrap();
+    assert!(grown.len() > before.len());
+    check::assert_snapshot(&k.files(), &grown);
+    k.close(p, fp).unwrap();
+    // An unload: the snapshot shrinks; the pages past it go, and the rest of the
+    // last page reads as zeros, not as the bigger snapshot's bytes.
+    assert!(k.kld_unload(id));
+    let fp = k.open(p, FREAD).unwrap();
+    assert_eq!((object_of(&k, p, fp), k.object_recycles(obj)), (obj, 2));
+    assert_eq!(k.read_all(p, fp, 1 << 16).unwrap(), before);
+    let len = before.len().next_multiple_of(4096);
+    let a = k.mmap(p, fp, 0, len as u64, PROT_READ).unwrap();
+    let mem = k.read_mem(p, a, len).unwrap();
+    assert_eq!(mem[..before.len()], before[..]);
+    assert!(
+        mem[before.len()..].iter().all(|&b| b == 0),
+        "old bytes past the end"
+    );
+    assert!(k.munmap(p, a, len as u64));
+    k.close(p, fp).unwrap();
+    assert_eq!(k.calls(Kind::ObjectAlloc), 1);
+    k.shutdown();
+}
+
+#[test]
+fn a_snapshot_still_open_or_mapped_is_not_recycled() {
+    let k = Kernel::boot_compiled(2);
+    let (p, q) = (k.spawn(false), k.spawn(false));
+    // p keeps its open; q keeps an mmap of a closed one.
+    let fp = k.open(p, FREAD).unwrap();
+    let before = k.read_all(p, fp, 1 << 16).unwrap();
+    let fq = k.open(q, FREAD).unwrap();
+    let len = before.len() as u64;
+    let a = k.mmap(q, fq, 0, len, PROT_READ).unwrap();
+    k.close(q, fq).unwrap();
+    let old = object_of(&k, p, fp);
+    for holder in ["an open", "an mmap"] {
+        k.kld_load(SimFile::small_module(holder, 300, 7));
+        let fq = k.open(q, FREAD).unwrap();
+        let new = object_of(&k, q, fq);
+        assert_ne!(new, old, "recycled while {holder} holds it");
+        check::assert_snapshot(&k.files(), &k.read_all(q, fq, 1 << 16).unwrap());
+        k.close(q, fq).unwrap();
+        assert_eq!(k.read_mem(q, a, before.len()).unwrap(), before);
+        if holder == "an open" {
+            assert_eq!(k.read_all(p, fp, 1 << 16).unwrap(), before);
+            k.close(p, fp).unwrap();
+            // Only the mmap holds the first snapshot now; make it the spare again.
+            k.kld_load(SimFile::small_module("again", 10, 8));
+            let fq = k.open(q, FREAD).unwrap();
+            k.close(q, fq).unwrap();
+        }
+    }
+    assert_eq!(k.object_recycles(old), 0);
+    assert_eq!(k.read_mem(q, a, before.len()).unwrap(), before);
+    assert!(k.munmap(q, a, len));
+    k.shutdown();
+}
+
+#[test]
+fn a_snapshot_that_outgrew_its_object_or_a_refused_recycle_gets_a_new_object() {
+    let k = Kernel::boot_compiled(1);
+    let p = k.spawn(false);
+    let small = k.snapshot(p).unwrap().len();
+    // A module bigger than the object's room.
+    k.kld_load(SimFile::small_module("big", 3000, 9));
+    let fp = k.open(p, FREAD).unwrap();
+    let big = k.read_all(p, fp, 1 << 16).unwrap();
+    assert!(big.len() as u64 > ksyms::device::object_size(small as u64));
+    check::assert_snapshot(&k.files(), &big);
+    assert_eq!(k.calls(Kind::ObjectAlloc), 2);
+    assert_eq!(k.device_objects().len(), 1, "the outgrown object was kept");
+    k.close(p, fp).unwrap();
+    // The recycle refused for no visible reason (the kernel's call): a new object.
+    k.kld_load(SimFile::small_module("more", 10, 10));
+    k.fail(Kind::ObjectRecycle, 1);
+    let b = k.snapshot(p).unwrap();
+    assert_eq!(k.fault_hits(Kind::ObjectRecycle), 1);
+    check::assert_snapshot(&k.files(), &b);
+    assert_eq!(k.calls(Kind::ObjectAlloc), 3);
+    assert_eq!(k.device_objects().len(), 1);
+    k.shutdown();
+}
+
 #[test]
 fn with_the_cache_off_every_open_builds() {
     let k = Kernel::boot_compiled(1);

@@ -81,6 +81,7 @@ pub enum Kind {
     Malloc,
     Free,
     ObjectAlloc,
+    ObjectRecycle,
     PageGrab,
     PageRelease,
     ObjectRead,
@@ -93,13 +94,15 @@ pub enum Kind {
     Lock,
 }
 
-const KINDS: usize = 13;
+const KINDS: usize = 14;
 
 impl Kind {
     fn index(self) -> usize {
         self as usize
     }
-    /// The services whose failure the simulator can inject.
+    /// The services whose failure the simulator can inject, and which the device
+    /// reports (a refused [`Kind::ObjectRecycle`] can be injected too, but is no
+    /// failure: the device makes a new object).
     pub const FAULTABLE: [Kind; 6] = [
         Kind::Malloc,
         Kind::ObjectAlloc,
@@ -113,10 +116,11 @@ impl Kind {
         match self {
             Kind::Malloc | Kind::ObjectAlloc | Kind::MapObject => ENOMEM,
             Kind::ObjectRead => EFAULT,
-            // No page from kpi_object_pages_grab: past the object or written.
+            // No page from kpi_object_pages_grab: past the object.
             Kind::PageGrab => EINVAL,
-            // devfs_set_cdevpriv can only fail with EBUSY.
-            Kind::SetCdevpriv => EBUSY,
+            // devfs_set_cdevpriv can only fail with EBUSY; a recycle is refused
+            // with it (the object is still used, or too small).
+            Kind::SetCdevpriv | Kind::ObjectRecycle => EBUSY,
             _ => EFAULT,
         }
     }
@@ -439,9 +443,12 @@ struct FileObj {
 struct Obj {
     refs: u64,
     data: Vec<u8>,
-    /// Per page: written through kpi_object_pages_release (a page never written
-    /// reads as zeros, as a fresh anonymous page does).
+    /// Per page: written through kpi_object_pages_release since the object was
+    /// made or recycled (a page never written reads as zeros, as a fresh anonymous
+    /// page does; a recycled one keeps its old bytes).
     valid: Vec<bool>,
+    /// Recycled by kpi_object_recycle, and how many times.
+    recycled: u64,
     /// Pages grabbed and not released yet.
     busy: usize,
     mapped: bool,
@@ -631,6 +638,7 @@ impl World {
                 data: vec![0; len],
                 valid: vec![false; len / PAGE as usize],
                 busy: 0,
+                recycled: 0,
                 mapped: false,
                 anon,
             },
@@ -1084,6 +1092,48 @@ pub extern "C" fn kpi_object_alloc(size: u64) -> *mut sys::vm_object {
 }
 
 #[no_mangle]
+pub extern "C" fn kpi_object_recycle(obj: *mut sys::vm_object, size: u64) -> c_int {
+    let _nu = NoUnwind::new();
+    under_lock("kpi_object_recycle");
+    if bump(Kind::ObjectRecycle) {
+        return EBUSY;
+    }
+    with(|w| {
+        let Some(id) = w.obj(obj, "kpi_object_recycle") else {
+            return EINVAL;
+        };
+        if size > MAX_OBJECT {
+            violation(w, format!("kpi_object_recycle: {size} bytes"));
+            return EINVAL;
+        }
+        let o = w.objects.get_mut(&id).unwrap();
+        if o.anon {
+            violation(w, format!("kpi_object_recycle: VM object {id} is not ours"));
+            return EINVAL;
+        }
+        let keep = round_page(size).unwrap_or(u64::MAX);
+        if o.refs != 1 || keep > o.data.len() as u64 {
+            return EBUSY;
+        }
+        if o.busy > 0 {
+            // One reference, the caller's: nobody else can hold its pages.
+            violation(
+                w,
+                format!("kpi_object_recycle: VM object {id} has pages busy"),
+            );
+            return EINVAL;
+        }
+        // Pages past the new size are freed (a new page there would read as zeros);
+        // those below keep their old bytes, not written yet in this build.
+        o.data[keep as usize..].fill(0);
+        o.valid.fill(false);
+        o.mapped = false;
+        o.recycled += 1;
+        0
+    })
+}
+
+#[no_mangle]
 pub extern "C" fn kpi_object_ref(obj: *mut sys::vm_object) {
     let _nu = NoUnwind::new();
     under_lock("kpi_object_ref");
@@ -1198,7 +1248,7 @@ pub extern "C" fn kpi_object_pages_grab(
         };
         let o = w.objects.get(&id).unwrap();
         let pages = o.valid.len() as u64;
-        let mapped = o.mapped;
+        let (mapped, refs) = (o.mapped, o.refs);
         if m.is_null() || va.is_null() || count <= 0 {
             violation(
                 w,
@@ -1206,10 +1256,10 @@ pub extern "C" fn kpi_object_pages_grab(
             );
             return 0;
         }
-        if mapped {
+        if mapped || refs != 1 {
             violation(
                 w,
-                format!("kpi_object_pages_grab: VM object {id} written after it was mapped"),
+                format!("kpi_object_pages_grab: VM object {id} written while mapped or shared ({refs} references)"),
             );
         }
         let mut n = 0usize;
@@ -1226,7 +1276,11 @@ pub extern "C" fn kpi_object_pages_grab(
                 break;
             }
             if w.objects[&id].valid[index] {
-                // The shim stops at a page already written.
+                // The shim would hand it out: a page written twice in one build.
+                violation(
+                    w,
+                    format!("kpi_object_pages_grab: page {index} of VM object {id} grabbed again after it was written"),
+                );
                 break;
             }
             let mut buf = vec![GARBAGE; PAGE as usize].into_boxed_slice();
@@ -1573,8 +1627,8 @@ fn _signatures_match_bindings() {
     same! {
         kpi_malloc(_); kpi_free(_); kpi_lock(); kpi_unlock(); kpi_linker_foreach(_, _);
         kpi_linker_file(_, _); kpi_symbol_value(_, _, _);
-        kpi_object_alloc(_); kpi_object_ref(_); kpi_object_release(_);
-        kpi_object_read(_, _, _);
+        kpi_object_alloc(_); kpi_object_recycle(_, _); kpi_object_ref(_);
+        kpi_object_release(_); kpi_object_read(_, _, _);
         kpi_object_pages_grab(_, _, _, _, _); kpi_object_pages_release(_, _, _);
         kpi_curproc(); kpi_vm_layout(_); kpi_map_object(_, _, _, _);
         kpi_unmap_object(_, _, _, _); kpi_set_cdevpriv(_); kpi_get_cdevpriv(_);
@@ -2593,6 +2647,11 @@ impl Sim {
     /// The VM object id behind `pid`'s mapping at `addr`.
     pub fn mapping_at(&self, pid: Pid, addr: u64) -> Option<Mapping> {
         with(|w| w.procs.get(&pid)?.maps.get(&addr).cloned())
+    }
+
+    /// How many times object `id` was recycled for a new snapshot.
+    pub fn object_recycles(&self, id: u64) -> u64 {
+        with(|w| w.objects.get(&id).map_or(0, |o| o.recycled))
     }
 
     /// References to object `id` (0 once freed).
