@@ -10,8 +10,11 @@
 //! - an object write (uiomove_object of a kernel buffer): one call, and one page
 //!   visit per page it touches; a page touched for the first time is allocated and
 //!   zero-filled (vm_page_grab_valid on a fresh swap object zeroes it);
-//! - a run of page grabs (kpi_object_pages_grab): one call, and per page one visit
-//!   and one allocation, no zeroing; a run of releases: one call;
+//! - a new object (vm_pager_allocate): one call; recycling ours
+//!   (kpi_object_recycle): one call, and one page freed per page past the new size;
+//! - a run of page grabs (kpi_object_pages_grab): one call, and per page one visit,
+//!   and one allocation for a page the object does not have yet, no zeroing; a run
+//!   of releases: one call;
 //! - a symbol value (LINKER_SYMBOL_VALUES): one indirect call, as kobj dispatches it;
 //! - a read(2) (uiomove_object of the object into the reader's buffer): one call,
 //!   and one page visit per page it touches;
@@ -20,13 +23,14 @@
 //! - freeing the object (the last vm_object_deallocate): one call, and one page
 //!   freed per page it has.
 //!
-//! Besides the builds ([`ours`], [`c`]), [`ours_first_open`] and [`c_first_open`]
-//! run what the hand-over's VMs time as "first open + read all after a kldload":
-//! open, read(2) of the whole file in reads of 1 MiB, close. FreeBSD's driver
-//! builds, maps nothing, and frees its object at every close. Ours builds, maps the
-//! snapshot without pre-faulting it, and keeps the object as the cached snapshot at
-//! close: its pages are freed when the module set changes next, in the kldload's
-//! event handler ([`ours_module_event`]), outside the timed open.
+//! Each driver has its own object. Besides the builds ([`ours`], [`c`]),
+//! [`ours_first_open`] and [`c_first_open`] run what the hand-over's VMs time as
+//! "first open + read all after a kldload": open, read(2) of the whole file in
+//! reads of 1 MiB, close. FreeBSD's driver builds into a new object, maps nothing,
+//! and frees its object at every close. Ours builds, maps the snapshot without
+//! pre-faulting it, and keeps the object as the cached snapshot at close; the next
+//! module change makes it the spare ([`ours_module_event`]: nothing to free), and
+//! the next build recycles it: its pages are written over, not allocated again.
 
 // Shared with the tests, which use more of it; its Rng::next is not an Iterator's.
 #[allow(dead_code, clippy::should_implement_trait)]
@@ -34,6 +38,7 @@
 mod files;
 
 pub use files::{Rng, SimFile};
+use ksyms::device;
 use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
 use ksyms::snapshot::{Batched, Census, LinkerFile, PageRuns, Writer, PAGE_SIZE};
 use ksyms::{Error, Result};
@@ -88,6 +93,9 @@ fn spin(iters: u64) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub walks: u64,
+    /// Objects made, and ours recycled.
+    pub objects: u64,
+    pub recycles: u64,
     pub symbol_values: u64,
     /// uiomove_object writes.
     pub object_writes: u64,
@@ -95,8 +103,9 @@ pub struct Counts {
     pub grab_calls: u64,
     pub page_grabs: u64,
     pub page_releases: u64,
-    /// Page visits of object writes and grabs.
+    /// Page visits of object writes, grabs and reads, and the pages they allocated.
     pub page_visits: u64,
+    pub pages_allocated: u64,
     /// Bytes copied into a staging buffer.
     pub staged: u64,
     /// Bytes copied into the object.
@@ -120,17 +129,25 @@ pub struct File {
     kernel: *const Kernel,
 }
 
-/// The linker files and one VM object.
+/// A VM object of the model.
+#[derive(Default)]
+struct Object {
+    /// Its pages (reused from object to object, like pages from the free list: a
+    /// new page holds whatever it held before), and which of them exist.
+    data: RefCell<Vec<u8>>,
+    created: RefCell<Vec<bool>>,
+    /// The size of the snapshot in it.
+    size: Cell<u64>,
+}
+
+/// The linker files, and each driver's VM object.
 pub struct Kernel {
     files: Vec<File>,
     costs: Costs,
     spin: Spin,
     counts: Cell<Counts>,
-    /// The object's pages (reused from build to build, like pages from the free
-    /// list: a new page holds whatever it held before), and which of them exist.
-    data: RefCell<Vec<u8>>,
-    created: RefCell<Vec<bool>>,
-    size: Cell<u64>,
+    ours: Object,
+    c: Object,
     /// The reading process's buffer.
     user: RefCell<Vec<u8>>,
 }
@@ -142,9 +159,8 @@ impl Kernel {
             costs,
             spin: Spin::calibrate(),
             counts: Cell::new(Counts::default()),
-            data: RefCell::new(Vec::new()),
-            created: RefCell::new(Vec::new()),
-            size: Cell::new(0),
+            ours: Object::default(),
+            c: Object::default(),
             user: RefCell::new(vec![0; READ_SIZE]),
         });
         let me: *const Kernel = &*k;
@@ -170,39 +186,60 @@ impl Kernel {
         self.counts.set(c);
     }
 
-    /// The object's bytes (its size as last allocated).
-    pub fn object(&self) -> Vec<u8> {
-        self.data.borrow()[..self.size.get() as usize].to_vec()
-    }
-
     /// linker_file_foreach.
     fn foreach(&self, f: impl FnMut(&File) -> Result<()>) -> Result<()> {
         self.count(|c| c.walks += 1);
         self.files.iter().try_for_each(f)
     }
 
-    /// vm_pager_allocate: a fresh object of `size` bytes, no page in it yet.
-    fn object_alloc(&self, size: u64) {
-        let len = (size as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let mut data = self.data.borrow_mut();
+    /// vm_pager_allocate: a fresh object of `room` bytes (at least `size`), no page
+    /// in it yet, for a snapshot of `size` bytes.
+    fn object_alloc(&self, o: &Object, size: u64, room: u64) {
+        self.spin.cost(self.costs.call_ns);
+        self.count(|c| c.objects += 1);
+        let len = (room.max(size) as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let mut data = o.data.borrow_mut();
         if data.len() < len {
             data.resize(len, 0xa5);
         }
-        let mut created = self.created.borrow_mut();
+        let mut created = o.created.borrow_mut();
         created.clear();
         created.resize(len / PAGE_SIZE, false);
-        self.size.set(size);
+        o.size.set(size);
+    }
+
+    /// kpi_object_recycle: the object for a snapshot of `size` bytes, its pages past
+    /// that freed, if it has room (it has no other user here); whether it had.
+    fn object_recycle(&self, o: &Object, size: u64) -> bool {
+        self.spin.cost(self.costs.call_ns);
+        let keep = (size as usize).div_ceil(PAGE_SIZE);
+        let mut created = o.created.borrow_mut();
+        if keep > created.len() {
+            return false;
+        }
+        let freed = created[keep..].iter().filter(|&&p| p).count();
+        created[keep..].fill(false);
+        for _ in 0..freed {
+            self.spin.cost(self.costs.free_ns);
+        }
+        self.count(|c| {
+            c.pages_freed += freed as u64;
+            c.recycles += 1;
+        });
+        o.size.set(size);
+        true
     }
 
     /// Allocates page `index` if it does not exist; whether it was new.
-    fn visit(&self, index: usize) -> bool {
+    fn visit(&self, o: &Object, index: usize) -> bool {
         self.spin.cost(self.costs.page_ns);
         self.count(|c| c.page_visits += 1);
-        let mut created = self.created.borrow_mut();
+        let mut created = o.created.borrow_mut();
         let new = !created[index];
         if new {
             created[index] = true;
             self.spin.cost(self.costs.alloc_ns);
+            self.count(|c| c.pages_allocated += 1);
         }
         new
     }
@@ -210,10 +247,10 @@ impl Kernel {
     /// A read(2) of up to [`READ_SIZE`] bytes at `off`: uiomove_object of the
     /// object's pages (all there: the build made them) into the reader's buffer.
     /// The bytes read.
-    fn read(&self, off: u64) -> usize {
+    fn read(&self, o: &Object, off: u64) -> usize {
         self.spin.cost(self.costs.call_ns);
-        let size = self.size.get() as usize;
-        let (start, data) = ((off as usize).min(size), self.data.borrow());
+        let size = o.size.get() as usize;
+        let (start, data) = ((off as usize).min(size), o.data.borrow());
         let end = size.min(start + READ_SIZE);
         let mut user = self.user.borrow_mut();
         let mut at = start;
@@ -234,10 +271,10 @@ impl Kernel {
     }
 
     /// The whole file, read by 1 MiB reads up to the one that returns 0 (EOF).
-    fn read_all(&self) {
+    fn read_all(&self, o: &Object) {
         let mut off = 0;
         loop {
-            let n = self.read(off);
+            let n = self.read(o, off);
             if n == 0 {
                 break;
             }
@@ -252,19 +289,20 @@ impl Kernel {
     }
 
     /// The last reference to the object goes: its pages are freed.
-    fn object_free(&self) {
+    fn object_free(&self, o: &Object) {
         self.spin.cost(self.costs.call_ns);
-        let pages = self.created.borrow().iter().filter(|&&p| p).count();
+        let pages = o.created.borrow().iter().filter(|&&p| p).count();
         for _ in 0..pages {
             self.spin.cost(self.costs.free_ns);
         }
         self.count(|c| c.pages_freed += pages as u64);
     }
 
-    /// uiomove_object of `buf` into the object at `off`.
+    /// uiomove_object of `buf` into the C driver's object at `off`.
     fn object_write(&self, buf: &[u8], off: u64) -> Result<()> {
         self.spin.cost(self.costs.call_ns);
-        let (off, size) = (off as usize, self.size.get() as usize);
+        let o = &self.c;
+        let (off, size) = (off as usize, o.size.get() as usize);
         if off > size || buf.len() > size - off {
             return Err(Error::Invalid);
         }
@@ -277,12 +315,12 @@ impl Kernel {
         while !rest.is_empty() {
             let index = at / PAGE_SIZE;
             let page = index * PAGE_SIZE;
-            if self.visit(index) {
-                black_box(&mut self.data.borrow_mut()[page..page + PAGE_SIZE]).fill(0);
+            if self.visit(o, index) {
+                black_box(&mut o.data.borrow_mut()[page..page + PAGE_SIZE]).fill(0);
                 self.count(|c| c.zeroed += PAGE_SIZE as u64);
             }
             let n = rest.len().min(page + PAGE_SIZE - at);
-            self.data.borrow_mut()[at..at + n].copy_from_slice(&rest[..n]);
+            o.data.borrow_mut()[at..at + n].copy_from_slice(&rest[..n]);
             at += n;
             rest = &rest[n..];
         }
@@ -298,10 +336,13 @@ pub const READ_SIZE: usize = 1 << 20;
 struct ObjectPages<'k> {
     kernel: &'k Kernel,
     data: *mut u8,
+    /// The pages written in this build (the shim hands out the others, whether
+    /// the object has them already or not).
+    written: Vec<bool>,
 }
 
-// SAFETY: each page handed out is PAGE_SIZE bytes of the kernel's object buffer,
-// borrowed for the build (ours() holds the RefCell borrow), and given out once.
+// SAFETY: each page handed out is PAGE_SIZE bytes of our object's buffer, borrowed
+// for the build (ours() holds the RefCell borrow), and given out once.
 unsafe impl PageRuns for ObjectPages<'_> {
     type Handle = usize;
 
@@ -313,14 +354,14 @@ unsafe impl PageRuns for ObjectPages<'_> {
         let k = self.kernel;
         k.spin.cost(k.costs.call_ns);
         k.count(|c| c.grab_calls += 1);
-        let pages = k.created.borrow().len();
+        let pages = self.written.len();
         let mut n = 0;
         for (slot, index) in out.iter_mut().zip(first as usize..pages) {
-            if k.created.borrow()[index] {
-                // The shim stops at a page already written.
-                break;
+            if std::mem::replace(&mut self.written[index], true) {
+                // Batched never asks twice (the simulator checks it).
+                return Err(Error::Invalid);
             }
-            k.visit(index);
+            k.visit(&k.ours, index);
             // SAFETY: index < pages, inside the object's buffer.
             let va = unsafe { self.data.add(index * PAGE_SIZE) };
             *slot = (index, NonNull::new(va).ok_or(Error::Invalid)?);
@@ -401,10 +442,12 @@ impl LinkerFile for View<'_> {
 }
 
 /// Our build, step for step as src/device.rs's `build` and `build_once`: the census
-/// walk (ordered on the first attempt), the object, the writing walk straight into
-/// its pages. Returns the snapshot's size.
+/// walk (ordered on the first attempt), the object (ours recycled if it has room,
+/// else a new one with room), the writing walk straight into its pages. Returns the
+/// snapshot's size.
 pub fn ours(k: &Kernel) -> Result<u64> {
     let resolve = resolver();
+    let o = &k.ours;
     for attempt in 0..3 {
         let mut census = Census::default();
         k.foreach(|f| {
@@ -416,11 +459,19 @@ pub fn ours(k: &Kernel) -> Result<u64> {
             }
         })?;
         let layout = census.layout()?;
-        k.object_alloc(layout.size());
-        let mut data = k.data.borrow_mut();
+        let size = layout.size();
+        if o.created.borrow().is_empty() || !k.object_recycle(o, size) {
+            if !o.created.borrow().is_empty() {
+                k.object_free(o);
+            }
+            k.object_alloc(o, size, device::object_size(size));
+        }
+        let written = vec![false; o.created.borrow().len()];
+        let mut data = o.data.borrow_mut();
         let mut pages = ObjectPages {
             kernel: k,
             data: data.as_mut_ptr(),
+            written,
         };
         let mut sink = Batched::new(&mut pages, layout.size());
         let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?;
@@ -441,16 +492,14 @@ pub fn ours(k: &Kernel) -> Result<u64> {
 pub fn ours_first_open(k: &Kernel) -> Result<u64> {
     let size = ours(k)?;
     k.map_call(true);
-    k.read_all();
+    k.read_all(&k.ours);
     k.map_call(false);
     Ok(size)
 }
 
-/// What the next module change does to our cached snapshot: frees it (in the
-/// kld event handler, outside any open).
-pub fn ours_module_event(k: &Kernel) {
-    k.object_free();
-}
+/// What the next module change does to our cached snapshot: makes it the spare,
+/// which no kernel service is called for (the kld event takes ksyms_lock only).
+pub fn ours_module_event(_: &Kernel) {}
 
 // ---------------------------------------------------------------------------
 // The C driver's algorithm (ksyms_c.c) on the same services
@@ -520,7 +569,8 @@ unsafe extern "C" fn c_lf_id(lf: *mut c_void) -> c_int {
 
 unsafe extern "C" fn c_object_alloc(k: *const c_void, size: u64) -> c_int {
     // SAFETY: the kernel of Services.
-    unsafe { &*k.cast::<Kernel>() }.object_alloc(size);
+    let k = unsafe { &*k.cast::<Kernel>() };
+    k.object_alloc(&k.c, size, size);
     0
 }
 
@@ -547,8 +597,8 @@ unsafe extern "C" fn c_object_write(
 /// freed). Returns the snapshot's size.
 pub fn c_first_open(k: &Kernel) -> Result<u64> {
     let size = c(k)?;
-    k.read_all();
-    k.object_free();
+    k.read_all(&k.c);
+    k.object_free(&k.c);
     Ok(size)
 }
 
