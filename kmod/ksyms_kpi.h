@@ -216,6 +216,9 @@ int	 kpi_get_cdevpriv(void **priv);
  * snapshot:build-done	the attempt, 0 or its errno, the snapshot's size in
  *			bytes and number of symbols (0 and 0 on error);
  * snapshot:cache-hit	the size of the cached snapshot an open got;
+ * snapshot:recycle	a build's try to recycle the stale snapshot's object:
+ *			the new snapshot's size, 0 or the errno (EBUSY: still
+ *			used or too small, a new object is made);
  * open:map		one try at placing the opener's mapping: the hint, the
  *			length, 0 or the errno, the address (0 on error);
  * open:refused		the errno an open failed with.
@@ -225,6 +228,7 @@ int	 kpi_get_cdevpriv(void **priv);
 #define	KPI_PROBE_CACHE_HIT	2
 #define	KPI_PROBE_MAP		3
 #define	KPI_PROBE_OPEN_REFUSED	4
+#define	KPI_PROBE_RECYCLE	5
 void	 kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2,
 	    uint64_t a3);
 
@@ -274,6 +278,12 @@ int	 ksyms_rs_device_mode(int found, int value, int *mode);
  * snapshot, memory kept even while no open uses it (0 when nothing is cached).
  */
 uint64_t ksyms_rs_cached_bytes(void);
+/*
+ * For the read-only sysctl debug.ksyms.spare_bytes: the size of the stale
+ * snapshot kept after a module change for the next build to write over (0
+ * when none is kept).
+ */
+uint64_t ksyms_rs_spare_bytes(void);
 /*
  * process_exit event: p is going away, its address space (with the
  * automatic mapping) and its hold on the device with it.

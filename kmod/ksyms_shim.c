@@ -66,6 +66,7 @@ SDT_PROBE_DEFINE1(ksyms, , snapshot, build__start, "uint32_t");
 SDT_PROBE_DEFINE4(ksyms, , snapshot, build__done, "uint32_t", "int",
     "uint64_t", "uint64_t");
 SDT_PROBE_DEFINE1(ksyms, , snapshot, cache__hit, "uint64_t");
+SDT_PROBE_DEFINE2(ksyms, , snapshot, recycle, "uint64_t", "int");
 SDT_PROBE_DEFINE4(ksyms, , open, map, "uintptr_t", "uint64_t", "int",
     "uintptr_t");
 SDT_PROBE_DEFINE1(ksyms, , open, refused, "int");
@@ -369,6 +370,9 @@ kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 	case KPI_PROBE_OPEN_REFUSED:
 		SDT_PROBE1(ksyms, , open, refused, a0);
 		break;
+	case KPI_PROBE_RECYCLE:
+		SDT_PROBE2(ksyms, , snapshot, recycle, a0, a1);
+		break;
 	default:
 		KASSERT(false, ("ksyms: probe %d", probe));
 	}
@@ -461,12 +465,13 @@ ksyms_process_exec(void *arg __unused, struct proc *p,
 
 /* ---- Sysctls ---- */
 
+/* arg2: 0 for the cached snapshot's size, 1 for the spare's. */
 static int
-ksyms_sysctl_cached_bytes(SYSCTL_HANDLER_ARGS)
+ksyms_sysctl_bytes(SYSCTL_HANDLER_ARGS)
 {
 	uint64_t bytes;
 
-	bytes = ksyms_rs_cached_bytes();
+	bytes = arg2 == 0 ? ksyms_rs_cached_bytes() : ksyms_rs_spare_bytes();
 	return (sysctl_handle_64(oidp, &bytes, 0, req));
 }
 
@@ -479,7 +484,11 @@ SYSCTL_INT(_debug_ksyms, OID_AUTO, cache, CTLFLAG_RWTUN | CTLFLAG_MPSAFE,
     "Share the snapshot between opens while the module set stays");
 SYSCTL_PROC(_debug_ksyms, OID_AUTO, cached_bytes,
     CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 0,
-    ksyms_sysctl_cached_bytes, "QU", "Size of the cached snapshot (bytes)");
+    ksyms_sysctl_bytes, "QU", "Size of the cached snapshot (bytes)");
+SYSCTL_PROC(_debug_ksyms, OID_AUTO, spare_bytes,
+    CTLTYPE_U64 | CTLFLAG_RD | CTLFLAG_MPSAFE, NULL, 1,
+    ksyms_sysctl_bytes, "QU",
+    "Size of the stale snapshot kept for the next build to reuse (bytes)");
 
 /* ---- The module ---- */
 

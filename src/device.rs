@@ -41,7 +41,7 @@
 //! - [`kld_changed`]: bumps the generation and makes the stale cache the spare;
 //!   the spare it replaces is released after the lock.
 //! - `forget` (process exit and exec): clears the process from the links.
-//! - [`cached_bytes`]: reads the cache's size.
+//! - [`cached_bytes`], [`spare_bytes`]: read the cache's or the spare's size.
 //!
 //! Nothing allocates, frees, builds, walks the linker files or releases an object
 //! reference under ksyms_lock.
@@ -173,8 +173,8 @@ struct State {
     /// The live opens: those whose cdevpriv destructor has not run.
     opens: Option<NonNull<OpenFile>>,
     cache: Option<Cached>,
-    /// The last stale snapshot's object, to be recycled by the next build.
-    spare: Option<VmObject>,
+    /// The last stale snapshot, whose object the next build may recycle.
+    spare: Option<Snapshot>,
     /// Bumped at every change of the linker file set.
     generation: u64,
 }
@@ -453,7 +453,7 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
             _ => {
                 let unused = st.cache.take().map(|c| c.snapshot.object);
                 match st.spare.take() {
-                    Some(spare) => (generation, Some(spare), unused),
+                    Some(spare) => (generation, Some(spare.object), unused),
                     None => (generation, unused, None),
                 }
             }
@@ -555,13 +555,16 @@ fn build_once(exact: bool, spare: &mut Option<VmObject>) -> Result<(Snapshot, Sn
     let layout = census.layout()?;
     let size = layout.size();
 
-    let object = match spare.take() {
-        Some(old) if old.recycle(size).is_ok() => old,
-        old => {
-            // Released before the new one is made: its pages go first.
-            drop(old);
-            VmObject::alloc(object_size(size))?
-        }
+    let recycled = spare.take().map(|old| {
+        let tried = old.recycle(size);
+        probe::recycle(size, tried);
+        tried.map(|()| old)
+    });
+    let object = match recycled {
+        Some(Ok(old)) => old,
+        // A refused object was released (dropped with the Err) before the new
+        // one is made: its pages go first.
+        _ => VmObject::alloc(object_size(size))?,
     };
     match write(&object, layout) {
         Ok(layout) => Ok((Snapshot { object, size }, layout)),
@@ -677,7 +680,7 @@ pub fn kld_changed() {
         let mut st = STATE.lock();
         st.generation = st.generation.wrapping_add(1);
         match st.cache.take() {
-            Some(stale) => st.spare.replace(stale.snapshot.object),
+            Some(stale) => st.spare.replace(stale.snapshot),
             None => None,
         }
     };
@@ -724,4 +727,10 @@ fn forget(p: Proc, exiting: bool) {
 pub fn cached_bytes() -> u64 {
     let st = STATE.lock();
     st.cache.as_ref().map_or(0, |c| c.snapshot.size)
+}
+
+/// The bytes the spare pins (for a sysctl).
+pub fn spare_bytes() -> u64 {
+    let st = STATE.lock();
+    st.spare.as_ref().map_or(0, |s| s.size)
 }

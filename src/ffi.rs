@@ -166,6 +166,12 @@ pub extern "C" fn ksyms_rs_cached_bytes() -> u64 {
     device::cached_bytes()
 }
 
+/// The sysctl debug.ksyms.spare_bytes.
+#[no_mangle]
+pub extern "C" fn ksyms_rs_spare_bytes() -> u64 {
+    device::spare_bytes()
+}
+
 /// Nothing reachable from an entry point panics (no unwrap, no indexing, checked
 /// arithmetic), so this is for the impossible; it stops the kernel with the message
 /// rather than run on in an unknown state.

@@ -41,6 +41,13 @@ pub fn cache_hit(size: u64) {
     fire(sys::KPI_PROBE_CACHE_HIT, [size, 0, 0, 0]);
 }
 
+/// `ksyms::snapshot:recycle`: a build's try to recycle the stale snapshot's object
+/// for a snapshot of `size` bytes, and its outcome (a new object after an error).
+pub fn recycle(size: u64, result: Result<()>) {
+    let error = result.err().map_or(0, errno);
+    fire(sys::KPI_PROBE_RECYCLE, [size, error, 0, 0]);
+}
+
 /// `ksyms::open:map`: one try at placing the opener's mapping of `len` bytes at or
 /// above `hint`, and its outcome (the address, or the error).
 pub fn map(hint: u64, len: u64, result: Result<u64>) {

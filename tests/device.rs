@@ -906,8 +906,17 @@ fn a_rebuild_recycles_the_stale_snapshot_that_nobody_holds() {
     let before = k.read_all(p, fp, 1 << 16).unwrap();
     let obj = object_of(&k, p, fp);
     k.close(p, fp).unwrap();
+    assert_eq!(
+        (k.cached_bytes(), k.spare_bytes()),
+        (before.len() as u64, 0)
+    );
     // A load: the snapshot grows, within the object's room.
     let id = k.kld_load(module(2));
+    assert_eq!(
+        (k.cached_bytes(), k.spare_bytes()),
+        (0, before.len() as u64)
+    );
+    k.take_probes();
     let fp = k.open(p, FREAD).unwrap();
     assert_eq!(
         object_of(&k, p, fp),
@@ -917,6 +926,14 @@ fn a_rebuild_recycles_the_stale_snapshot_that_nobody_holds() {
     assert_eq!((k.calls(Kind::ObjectAlloc), k.object_recycles(obj)), (1, 1));
     let grown = k.read_all(p, fp, 1 << 16).unwrap();
     assert!(grown.len() > before.len());
+    assert_eq!((k.cached_bytes(), k.spare_bytes()), (grown.len() as u64, 0));
+    let recycles: Vec<_> = k
+        .take_probes()
+        .into_iter()
+        .filter(|p| matches!(p, Probe::Recycle { .. }))
+        .collect();
+    let size = grown.len() as u64;
+    assert_eq!(recycles, [Probe::Recycle { size, error: 0 }]);
     check::assert_snapshot(&k.files(), &grown);
     k.close(p, fp).unwrap();
     // An unload: the snapshot shrinks; the pages past it go, and the rest of the
@@ -991,8 +1008,13 @@ fn a_snapshot_that_outgrew_its_object_or_a_refused_recycle_gets_a_new_object() {
     // The recycle refused for no visible reason (the kernel's call): a new object.
     k.kld_load(SimFile::small_module("more", 10, 10));
     k.fail(Kind::ObjectRecycle, 1);
+    k.take_probes();
     let b = k.snapshot(p).unwrap();
     assert_eq!(k.fault_hits(Kind::ObjectRecycle), 1);
+    let size = b.len() as u64;
+    assert!(k
+        .take_probes()
+        .contains(&Probe::Recycle { size, error: EBUSY }));
     check::assert_snapshot(&k.files(), &b);
     assert_eq!(k.calls(Kind::ObjectAlloc), 3);
     assert_eq!(k.device_objects().len(), 1);

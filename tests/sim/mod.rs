@@ -371,6 +371,10 @@ pub enum Probe {
     OpenRefused {
         error: i32,
     },
+    Recycle {
+        size: u64,
+        error: i32,
+    },
 }
 
 // ---------------------------------------------------------------------------
@@ -1582,6 +1586,10 @@ pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
             addr: a3,
         },
         sys::KPI_PROBE_OPEN_REFUSED => Probe::OpenRefused { error: int(a0) },
+        sys::KPI_PROBE_RECYCLE => Probe::Recycle {
+            size: a0,
+            error: int(a1),
+        },
         _ => {
             report(format!("kpi_probe: no probe {probe}"));
             return;
@@ -1590,6 +1598,7 @@ pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
     // Arguments past the probe's own are 0.
     let used = match fired {
         Probe::BuildStart { .. } | Probe::CacheHit { .. } | Probe::OpenRefused { .. } => 1,
+        Probe::Recycle { .. } => 2,
         Probe::BuildDone { .. } | Probe::Map { .. } => 4,
     };
     if [a0, a1, a2, a3][used..].iter().any(|&a| a != 0) {
@@ -2039,6 +2048,13 @@ impl Sim {
         let _c = enter(None, None, false);
         // SAFETY: a sysctl handler's call.
         unsafe { sys::ksyms_rs_cached_bytes() }
+    }
+
+    /// The sysctl debug.ksyms.spare_bytes.
+    pub fn spare_bytes(&self) -> u64 {
+        let _c = enter(None, None, false);
+        // SAFETY: a sysctl handler's call.
+        unsafe { sys::ksyms_rs_spare_bytes() }
     }
 
     // ---- the kernel linker ----
