@@ -83,7 +83,8 @@
 //! can see a page change; otherwise the spare is released and a new object made.
 //! A new object has room beyond its snapshot ([`object_size`]), so that the
 //! snapshot after a kldload still fits it; only pages written exist, so the room
-//! costs nothing until used. The memory kept is what the cache would keep: one snapshot.
+//! costs nothing until used. The memory kept is what the cache would keep: one
+//! snapshot.
 //!
 //! # Where each rule of SPEC.md lives
 //! - read-only device, EPERM for write opens: [`open`]
@@ -555,16 +556,18 @@ fn build_once(exact: bool, spare: &mut Option<VmObject>) -> Result<(Snapshot, Sn
     let layout = census.layout()?;
     let size = layout.size();
 
-    let recycled = spare.take().map(|old| {
+    let mut object = spare.take();
+    if let Some(old) = &object {
         let tried = old.recycle(size);
         probe::recycle(size, tried);
-        tried.map(|()| old)
-    });
-    let object = match recycled {
-        Some(Ok(old)) => old,
-        // A refused object was released (dropped with the Err) before the new
-        // one is made: its pages go first.
-        _ => VmObject::alloc(object_size(size))?,
+        if tried.is_err() {
+            // Released before a new one is made: its pages go first.
+            object = None;
+        }
+    }
+    let object = match object {
+        Some(old) => old,
+        None => VmObject::alloc(object_size(size))?,
     };
     match write(&object, layout) {
         Ok(layout) => Ok((Snapshot { object, size }, layout)),
