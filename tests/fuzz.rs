@@ -741,6 +741,7 @@ fn sequence(seed: u64, ops: usize) {
                     corrupt(&mut rng, &mut f);
                 }
                 k.kld_load(f);
+                assert_eq!(k.cached_bytes(), 0, "{ctx}: a stale snapshot cached");
                 "kldload"
             }
             90..=92 => {
@@ -748,6 +749,7 @@ fn sequence(seed: u64, ops: usize) {
                     continue;
                 };
                 assert!(k.kld_unload(id));
+                assert_eq!(k.cached_bytes(), 0, "{ctx}: a stale snapshot cached");
                 "kldunload"
             }
             93 => {
@@ -757,7 +759,7 @@ fn sequence(seed: u64, ops: usize) {
                     assert_eq!(r, if busy { EBUSY } else { 0 }, "{ctx}: unload");
                     if r == 0 {
                         m.loaded = false;
-                        assert_eq!(k.cached_bytes(), 0);
+                        assert_eq!((k.cached_bytes(), k.spare_bytes()), (0, 0));
                     }
                 } else {
                     assert_eq!(k.load_device(), 0);
@@ -831,6 +833,17 @@ fn sequence(seed: u64, ops: usize) {
             );
         }
     }
+    // Rebuilds over a stale snapshot's pages, and those refused (still in use).
+    for probe in k.take_probes() {
+        if let Probe::Recycle { error, .. } = probe {
+            let what = if error == 0 {
+                "recycle"
+            } else {
+                "recycle refused"
+            };
+            *m.ops.entry(what).or_default() += 1;
+        }
+    }
     SEQ_OPS.with(|o| {
         let mut o = o.borrow_mut();
         for (k, v) in &m.ops {
@@ -874,6 +887,8 @@ fn call_sequences_against_the_model() {
         "open ENXIO",
         "open EBUSY",
         "open EFTYPE",
+        "recycle",
+        "recycle refused",
     ] {
         assert!(
             ops.get(op).is_some_and(|&n| n > 0),
