@@ -224,6 +224,8 @@ kpi_object_pages_grab(struct vm_object *obj, uint64_t pindex, int count,
 
 	KASSERT(count > 0, ("ksyms: grab of %d pages", count));
 	VM_OBJECT_WLOCK(obj);
+	KASSERT(obj->ref_count == 1, ("ksyms: grab in object %p with %u refs",
+	    obj, obj->ref_count));
 	for (i = 0; i < count && pindex + i < obj->size; i++) {
 		p = vm_page_grab(obj, pindex + i,
 		    VM_ALLOC_NORMAL | VM_ALLOC_WIRED);
