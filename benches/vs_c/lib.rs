@@ -29,8 +29,9 @@
 //! reads of 1 MiB, close. FreeBSD's driver builds into a new object, maps nothing,
 //! and frees its object at every close. Ours builds, maps the snapshot without
 //! pre-faulting it, and keeps the object as the cached snapshot at close; the next
-//! module change makes it the spare ([`ours_module_event`]: nothing to free), and
-//! the next build recycles it: its pages are written over, not allocated again.
+//! module change makes it the spare, which calls no kernel service (the kld event
+//! takes ksyms_lock only), and the next build recycles it: its pages are written
+//! over, not allocated again, and none is freed.
 
 // Shared with the tests, which use more of it; its Rng::next is not an Iterator's.
 #[allow(dead_code, clippy::should_implement_trait)]
@@ -359,7 +360,7 @@ unsafe impl PageRuns for ObjectPages<'_> {
         for (slot, index) in out.iter_mut().zip(first as usize..pages) {
             if std::mem::replace(&mut self.written[index], true) {
                 // Batched never asks twice (the simulator checks it).
-                return Err(Error::Invalid);
+                break;
             }
             k.visit(&k.ours, index);
             // SAFETY: index < pages, inside the object's buffer.
@@ -496,10 +497,6 @@ pub fn ours_first_open(k: &Kernel) -> Result<u64> {
     k.map_call(false);
     Ok(size)
 }
-
-/// What the next module change does to our cached snapshot: makes it the spare,
-/// which no kernel service is called for (the kld event takes ksyms_lock only).
-pub fn ours_module_event(_: &Kernel) {}
 
 // ---------------------------------------------------------------------------
 // The C driver's algorithm (ksyms_c.c) on the same services

@@ -10,9 +10,7 @@
 //! (per page freed, default 100); KSYMS_BENCH_ROUNDS (default 41) timed rounds of
 //! each, interleaved; KSYMS_BENCH_SCALES=1 for the small scale alone.
 
-use ksyms_vs_c::{
-    c, c_first_open, ours, ours_first_open, ours_module_event, Costs, Counts, Kernel, Rng, SimFile,
-};
+use ksyms_vs_c::{c, c_first_open, ours, ours_first_open, Costs, Counts, Kernel, Rng, SimFile};
 use std::time::{Duration, Instant};
 
 struct Scale {
@@ -81,14 +79,12 @@ fn show(what: &str, c: &Counts) {
 }
 
 /// Times `ours` and `c` in `rounds` interleaved rounds (alternating which goes
-/// first, so that neither always follows the other); `between` runs untimed after
-/// each of ours. Medians.
+/// first, so that neither always follows the other). Medians.
 fn race(
     rounds: usize,
     k: &Kernel,
     ours: impl Fn(&Kernel) -> u64,
     c: impl Fn(&Kernel) -> u64,
-    between: impl Fn(&Kernel),
 ) -> (Duration, Duration) {
     let (mut t_ours, mut t_c) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -97,7 +93,6 @@ fn race(
             if (round + turn) % 2 == 0 {
                 ours(k);
                 t_ours.push(t.elapsed());
-                between(k);
             } else {
                 c(k);
                 t_c.push(t.elapsed());
@@ -147,8 +142,6 @@ fn main() {
         let build_c = k.take_counts();
         assert_eq!(ours_first_open(&k).expect("ours"), size);
         let open_ours = k.take_counts();
-        ours_module_event(&k);
-        let event_ours = k.take_counts();
         assert_eq!(c_first_open(&k).expect("C"), size);
         let open_c = k.take_counts();
         let symbols: usize = scale.kernel + scale.modules * scale.module_symbols;
@@ -162,16 +155,9 @@ fn main() {
             &k,
             |k| ours_first_open(k).expect("ours"),
             |k| c_first_open(k).expect("C"),
-            ours_module_event,
         );
         ratio_line("first open + read all + close", o, cc, 0.70);
-        let (o, cc) = race(
-            rounds,
-            &k,
-            |k| ours(k).expect("ours"),
-            |k| c(k).expect("C"),
-            |_| {},
-        );
+        let (o, cc) = race(rounds, &k, |k| ours(k).expect("ours"), |k| c(k).expect("C"));
         ratio_line("build alone", o, cc, 0.70);
         println!("   the build (ours recycling its object; its very first build made it):");
         show("ours", &build_ours);
@@ -180,9 +166,5 @@ fn main() {
         println!("   the first open + read all + close:");
         show("ours", &open_ours);
         show("C", &open_c);
-        println!(
-            "   at the next module change, ours frees {} pages (the stale snapshot is kept for its pages)",
-            event_ours.pages_freed
-        );
     }
 }
