@@ -118,9 +118,10 @@ int	 kpi_object_recycle(struct vm_object *obj, uint64_t size);
 void	 kpi_object_ref(struct vm_object *obj);
 void	 kpi_object_release(struct vm_object *obj);
 /*
- * uiomove_object(obj, obj_size, uio): copies from obj at uio's offset (not
- * negative) to the caller's buffers, stopping at obj_size (at most
- * KPI_OBJECT_MAX). errno.
+ * uiomove_object(obj, obj_size, uio) without requeueing the pages it reads
+ * (it marks them referenced): copies from obj at uio's offset (not negative)
+ * to the caller's buffers, stopping at obj_size (at most KPI_OBJECT_MAX).
+ * errno.
  */
 int	 kpi_object_read(struct vm_object *obj, uint64_t obj_size,
 	    struct uio *uio);

@@ -199,13 +199,47 @@ kpi_object_release(struct vm_object *obj)
 	vm_object_deallocate(obj);
 }
 
+/*
+ * uiomove_object(9) without its vm_page_activate() of every page copied: an
+ * atomic update of the page's queue state per page and read, which the base
+ * system's driver, whose OBJT_PHYS pages are unmanaged, never pays. A page
+ * read is marked referenced instead (a flag test; an atomic only when the
+ * page daemon has cleared the flag since), which keeps it active just as
+ * well. A page not resident (paged out) goes through uiomove_object, which
+ * pages it in.
+ */
 int
 kpi_object_read(struct vm_object *obj, uint64_t obj_size, struct uio *uio)
 {
+	vm_page_t m;
+	vm_pindex_t idx;
+	ssize_t resid;
+	size_t len;
+	int error, offset;
+
 	KASSERT(obj_size <= KPI_OBJECT_MAX && uio->uio_offset >= 0,
 	    ("ksyms: read at %jd of %ju", (intmax_t)uio->uio_offset,
 	    (uintmax_t)obj_size));
-	return (uiomove_object(obj, (off_t)obj_size, uio));
+	error = 0;
+	while ((resid = uio->uio_resid) > 0 &&
+	    uio->uio_offset < (off_t)obj_size) {
+		idx = OFF_TO_IDX(uio->uio_offset);
+		offset = uio->uio_offset & PAGE_MASK;
+		len = MIN(MIN((size_t)resid, obj_size - uio->uio_offset),
+		    PAGE_SIZE - offset);
+		if (vm_page_grab_valid_unlocked(&m, obj, idx, VM_ALLOC_SBUSY |
+		    VM_ALLOC_IGN_SBUSY | VM_ALLOC_NOCREAT) == VM_PAGER_OK) {
+			error = uiomove_fromphys(&m, offset, len, uio);
+			if ((vm_page_astate_load(m).flags & PGA_REFERENCED) == 0)
+				vm_page_reference(m);
+			vm_page_sunbusy(m);
+		} else
+			error = uiomove_object(obj, MIN((off_t)obj_size,
+			    IDX_TO_OFF(idx + 1)), uio);
+		if (error != 0 || uio->uio_resid == resid)
+			break;
+	}
+	return (error);
 }
 
 /*

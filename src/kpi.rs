@@ -190,9 +190,10 @@ pub struct VmObject(NonNull<sys::vm_object>);
 unsafe impl Send for VmObject {}
 
 // SAFETY: `&VmObject` only lets threads take references, read, write and map the
-// object through the kernel's VM services, which lock the object themselves
-// (vm_object_reference, uiomove_object, vm_map_find_min), so several threads may use
-// one reference at once (e.g. the calls on an open file sharing its snapshot).
+// object through the kernel's VM services, which lock the object or busy its pages
+// themselves (vm_object_reference, vm_page_grab_valid_unlocked, vm_map_find_min),
+// so several threads may use one reference at once (e.g. the calls on an open file
+// sharing its snapshot).
 unsafe impl Sync for VmObject {}
 
 impl VmObject {
