@@ -959,34 +959,40 @@ fn a_rebuild_recycles_the_stale_snapshot_that_nobody_holds() {
 #[test]
 fn a_snapshot_still_open_or_mapped_is_not_recycled() {
     let k = Kernel::boot_compiled(2);
-    let (p, q) = (k.spawn(false), k.spawn(false));
-    // p keeps its open; q keeps an mmap of a closed one.
+    let (p, q, r) = (k.spawn(false), k.spawn(false), k.spawn(false));
+    // An open holds the stale snapshot.
     let fp = k.open(p, FREAD).unwrap();
-    let before = k.read_all(p, fp, 1 << 16).unwrap();
+    let first = k.read_all(p, fp, 1 << 16).unwrap();
+    let held = object_of(&k, p, fp);
+    k.kld_load(SimFile::small_module("one", 300, 7));
+    assert_eq!(k.spare_bytes(), first.len() as u64);
+    k.take_probes();
     let fq = k.open(q, FREAD).unwrap();
-    let len = before.len() as u64;
+    let second = k.read_all(q, fq, 1 << 16).unwrap();
+    check::assert_snapshot(&k.files(), &second);
+    let mapped = object_of(&k, q, fq);
+    assert_ne!(mapped, held, "recycled while an open holds it");
+    let size = second.len() as u64;
+    assert!(k
+        .take_probes()
+        .contains(&Probe::Recycle { size, error: EBUSY }));
+    assert_eq!(k.read_all(p, fp, 1 << 16).unwrap(), first);
+    k.close(p, fp).unwrap();
+    // An mmap of a closed open holds the stale snapshot.
+    let len = second.len() as u64;
     let a = k.mmap(q, fq, 0, len, PROT_READ).unwrap();
     k.close(q, fq).unwrap();
-    let old = object_of(&k, p, fp);
-    for holder in ["an open", "an mmap"] {
-        k.kld_load(SimFile::small_module(holder, 300, 7));
-        let fq = k.open(q, FREAD).unwrap();
-        let new = object_of(&k, q, fq);
-        assert_ne!(new, old, "recycled while {holder} holds it");
-        check::assert_snapshot(&k.files(), &k.read_all(q, fq, 1 << 16).unwrap());
-        k.close(q, fq).unwrap();
-        assert_eq!(k.read_mem(q, a, before.len()).unwrap(), before);
-        if holder == "an open" {
-            assert_eq!(k.read_all(p, fp, 1 << 16).unwrap(), before);
-            k.close(p, fp).unwrap();
-            // Only the mmap holds the first snapshot now; make it the spare again.
-            k.kld_load(SimFile::small_module("again", 10, 8));
-            let fq = k.open(q, FREAD).unwrap();
-            k.close(q, fq).unwrap();
-        }
-    }
-    assert_eq!(k.object_recycles(old), 0);
-    assert_eq!(k.read_mem(q, a, before.len()).unwrap(), before);
+    k.kld_load(SimFile::small_module("two", 300, 8));
+    let fr = k.open(r, FREAD).unwrap();
+    check::assert_snapshot(&k.files(), &k.read_all(r, fr, 1 << 16).unwrap());
+    assert_ne!(
+        object_of(&k, r, fr),
+        mapped,
+        "recycled while an mmap holds it"
+    );
+    assert_eq!(k.read_mem(q, a, second.len()).unwrap(), second);
+    assert_eq!((k.object_recycles(held), k.object_recycles(mapped)), (0, 0));
+    k.close(r, fr).unwrap();
     assert!(k.munmap(q, a, len));
     k.shutdown();
 }
