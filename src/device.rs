@@ -3,9 +3,10 @@
 //! # State and locking
 //! One [`State`] behind ksyms_lock (an sx lock in the shim, the crate's one `Locked`):
 //! whether the module is loaded, the opens under way, the list of live opens, the
-//! cached snapshot, the spare (the last stale snapshot, kept for its pages) and
-//! the generation of the linker file set. Each open file's link
-//! in that list is a `LockedBy`, opened only with the lock's guard. Lock order: the
+//! cached snapshot, the spare (the last stale snapshot, kept for its pages), what
+//! the last build learnt of modules' values, and the generation of the linker file
+//! set. Each open file's link in that list is a `LockedBy`, opened only with the
+//! lock's guard. Lock order: the
 //! kernel linker's lock, then ksyms_lock, then VM locks. The linker walks that build
 //! a snapshot run with ksyms_lock released, because the kld_load/kld_unload events
 //! arrive with the linker's lock held and take ksyms_lock.
@@ -23,7 +24,9 @@
 //!   the spare (and a cache that is not to be used) is taken out, to be recycled
 //!   or released after the lock; a new snapshot's cache
 //!   reference is taken before the lock, and the snapshot it replaces (or the
-//!   reference, if not cached) released after.
+//!   reference, if not cached) released after. The memo of modules' values goes
+//!   out with the spare and comes back with the new snapshot; the one it replaces
+//!   is freed after the lock.
 //! - [`open`], second hold: `opening`, the authoritative one-open check, publication.
 //!   When another thread of the process won, the mapping just made is removed from
 //!   the opener here (kpi_unmap_object wants the lock held; see `retire`), and the
@@ -86,6 +89,14 @@
 //! costs nothing until used. The memory kept is what the cache would keep: one
 //! snapshot.
 //!
+//! # Modules' values
+//! A build asks the kernel linker for the value of every symbol of every module,
+//! and learns the answers in a compact form (see [`crate::values`]); the next build
+//! takes them from there for the files it meets again, so that the first open
+//! after a kldload asks only of the module just loaded. What was learnt stays
+//! right while the files stay loaded, whatever else changes: it is kept in
+//! [`State`] across module changes (one memo of about 20 KiB), freed at unload.
+//!
 //! # Where each rule of SPEC.md lives
 //! - read-only device, EPERM for write opens: [`open`]
 //! - one open per process, EBUSY: `Held::holds`, checked in [`open`] twice
@@ -112,6 +123,7 @@ use crate::kpi::{self, Guard, KBox, Locked, LockedBy, PageHandle, Proc, Uio, VmO
 use crate::placement;
 use crate::probe;
 use crate::snapshot::{Batched, Census, PageRuns, SnapshotLayout, Writer};
+use crate::values::ValueMemo;
 
 /// Open flags and protections as the kernel passes them.
 pub const FWRITE: i32 = kpi::sys::KPI_FWRITE;
@@ -160,6 +172,10 @@ struct Snapshot {
     size: u64,
 }
 
+/// What a build learnt of modules' values (see [`crate::values`]); None when it
+/// could not get the memory, and its next build asks the linker of every symbol.
+type Memo = Option<KBox<ValueMemo>>;
+
 /// The cached snapshot and the generation of the linker file set it was built from.
 struct Cached {
     snapshot: Snapshot,
@@ -176,6 +192,8 @@ struct State {
     cache: Option<Cached>,
     /// The last stale snapshot, whose object the next build may recycle.
     spare: Option<Snapshot>,
+    /// What the last build learnt of modules' values, for the next one.
+    memo: Memo,
     /// Bumped at every change of the linker file set.
     generation: u64,
 }
@@ -205,6 +223,7 @@ static STATE: Locked<State> = unsafe {
         opens: None,
         cache: None,
         spare: None,
+        memo: None,
         generation: 0,
     })
 };
@@ -321,7 +340,7 @@ pub fn unload() -> Result<()> {
             return Err(Error::Busy);
         }
         st.loaded = false;
-        (st.cache.take(), st.spare.take())
+        (st.cache.take(), st.spare.take(), st.memo.take())
     };
     drop(kept);
     Ok(())
@@ -438,7 +457,7 @@ fn prepare(me: Proc, use_cache: bool) -> Result<KBox<OpenFile>> {
 /// since it was built, else a new one (cached if the set did not change meanwhile),
 /// built over the spare's pages if it can be recycled.
 fn snapshot(use_cache: bool) -> Result<Snapshot> {
-    let (generation, spare, dropped) = {
+    let (generation, spare, dropped, memo) = {
         let mut st = STATE.lock();
         let generation = st.generation;
         match &st.cache {
@@ -453,16 +472,17 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
             }
             _ => {
                 let unused = st.cache.take().map(|c| c.snapshot.object);
+                let memo = st.memo.take();
                 match st.spare.take() {
-                    Some(spare) => (generation, Some(spare.object), unused),
-                    None => (generation, unused, None),
+                    Some(spare) => (generation, Some(spare.object), unused, memo),
+                    None => (generation, unused, None, memo),
                 }
             }
         }
     };
     drop(dropped);
 
-    let built = build(spare)?;
+    let (built, memo) = build(spare, memo)?;
 
     // The cache's reference is taken before the lock, and whichever of it and the
     // replaced snapshot is not kept is released after.
@@ -470,9 +490,16 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
         object: built.object.reference(),
         size: built.size,
     });
-    let (replaced, unused) = {
+    let (replaced, unused, memo) = {
         let mut st = STATE.lock();
-        match copy {
+        // What the build learnt stays right whatever changed since: it is kept
+        // for the next build while the module is loaded.
+        let memo = if st.loaded {
+            core::mem::replace(&mut st.memo, memo)
+        } else {
+            memo
+        };
+        let (replaced, unused) = match copy {
             Some(snapshot) if st.loaded && st.generation == generation => (
                 st.cache.replace(Cached {
                     snapshot,
@@ -481,20 +508,31 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
                 None,
             ),
             copy => (None, copy),
-        }
+        };
+        (replaced, unused, memo)
     };
-    drop((replaced, unused));
+    drop((replaced, unused, memo));
     Ok(built)
 }
 
 /// Builds a snapshot, retrying while the linker file set changes under the walks,
 /// in the pages of `spare` if it can be recycled (and of a failed attempt's object).
 /// The first attempt counts each file's locals as ELF orders them (locals first);
-/// later ones count every symbol, in case a table breaks that order.
-fn build(mut spare: Option<VmObject>) -> Result<Snapshot> {
+/// later ones count every symbol, in case a table breaks that order. Modules' values
+/// are taken from what the last build learnt (`memo`) where it met the same files;
+/// the snapshot comes with what this build learnt, for the next (the old memo if no
+/// memory could be had for a new one).
+fn build(mut spare: Option<VmObject>, memo: Memo) -> Result<(Snapshot, Memo)> {
+    // Without memory for it, the build goes on, asking the linker every time.
+    let mut learnt = KBox::<ValueMemo>::try_zeroed().ok();
     for attempt in (1u32..).take(ATTEMPTS) {
         probe::build_start(attempt);
-        let built = build_once(attempt > 1, &mut spare);
+        let built = build_once(
+            attempt > 1,
+            &mut spare,
+            memo.as_deref(),
+            learnt.as_deref_mut(),
+        );
         probe::build_done(
             attempt,
             built
@@ -504,7 +542,7 @@ fn build(mut spare: Option<VmObject>) -> Result<Snapshot> {
         );
         match built {
             Err(Error::Changed) => continue,
-            other => return other.map(|(snapshot, _)| snapshot),
+            other => return other.map(|(snapshot, _)| (snapshot, learnt.or(memo))),
         }
     }
     Err(Error::Changed)
@@ -546,7 +584,12 @@ pub fn object_size(size: u64) -> u64 {
 /// One attempt: census walk (`exact`: reading every symbol), object (`spare`
 /// recycled, else a new one), writing walk. The snapshot and its layout; after a
 /// failure, the object is left in `spare` for the next attempt.
-fn build_once(exact: bool, spare: &mut Option<VmObject>) -> Result<(Snapshot, SnapshotLayout)> {
+fn build_once(
+    exact: bool,
+    spare: &mut Option<VmObject>,
+    memo: Option<&ValueMemo>,
+    learnt: Option<&mut ValueMemo>,
+) -> Result<(Snapshot, SnapshotLayout)> {
     let mut census = Census::default();
     if exact {
         kpi::foreach_linker_file(|file| census.add(file))?;
@@ -569,7 +612,7 @@ fn build_once(exact: bool, spare: &mut Option<VmObject>) -> Result<(Snapshot, Sn
         Some(old) => old,
         None => VmObject::alloc(object_size(size))?,
     };
-    match write(&object, layout) {
+    match write(&object, layout, memo, learnt) {
         Ok(layout) => Ok((Snapshot { object, size }, layout)),
         Err(e) => {
             *spare = Some(object);
@@ -578,11 +621,17 @@ fn build_once(exact: bool, spare: &mut Option<VmObject>) -> Result<(Snapshot, Sn
     }
 }
 
-/// The writing walk into `object`'s pages.
-fn write(object: &VmObject, layout: SnapshotLayout) -> Result<SnapshotLayout> {
+/// The writing walk into `object`'s pages, modules' values from `memo` where it
+/// has them, what is learnt of the others into `learnt`.
+fn write(
+    object: &VmObject,
+    layout: SnapshotLayout,
+    memo: Option<&ValueMemo>,
+    learnt: Option<&mut ValueMemo>,
+) -> Result<SnapshotLayout> {
     let mut pages = ObjectPages { object };
     let mut sink = Batched::new(&mut pages, layout.size());
-    let mut writer = Writer::new(layout, elf::NATIVE, &mut sink)?;
+    let mut writer = Writer::new(layout, elf::NATIVE, &mut sink)?.remember(memo, learnt);
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
     // Every page goes back to the object before anyone sees it.

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::placement::{self, VmLayout};
 use crate::probe;
 use crate::snapshot::LinkerFile;
+use crate::values::FileKey;
 
 /// The declarations bindgen generated from `kmod/ksyms_kpi.h` (`make bindings`).
 #[allow(non_camel_case_types, non_upper_case_globals, dead_code, clippy::all)]
@@ -466,6 +467,7 @@ pub struct KernelFile<'w> {
     symbols: &'w [Elf64Sym],
     strings: &'w [u8],
     is_kernel: bool,
+    key: FileKey,
 }
 
 impl<'w> KernelFile<'w> {
@@ -495,6 +497,16 @@ impl<'w> KernelFile<'w> {
             symbols,
             strings,
             is_kernel: f.id == 1,
+            key: FileKey {
+                file: lf.as_ptr() as u64,
+                // Never reused while the kernel runs (kern_linker.c hands out the
+                // next id not in use, from a counter that only grows).
+                id: f.id as u64,
+                symbols: symbols.as_ptr() as u64,
+                symbol_count: symbols.len() as u64,
+                strings: strings.as_ptr() as u64,
+                string_bytes: strings.len() as u64,
+            },
         })
     }
 }
@@ -546,6 +558,9 @@ impl LinkerFile for KernelFile<'_> {
             )
         };
         (ret == 0).then_some(value)
+    }
+    fn key(&self) -> Option<FileKey> {
+        Some(self.key)
     }
 }
 

@@ -20,5 +20,6 @@ pub mod kpi;
 pub mod placement;
 pub mod probe;
 pub mod snapshot;
+pub mod values;
 
 pub use error::{Error, Result};

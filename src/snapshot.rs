@@ -28,7 +28,9 @@
 //! Each file's string table is appended whole, so a symbol's `st_name` grows by the
 //! size of the string tables before its file. For every file but the kernel, whose
 //! values are already addresses, `st_value` becomes the address the kernel linker
-//! reports ([`LinkerFile::symbol_value`]) and is kept where it reports none.
+//! reports ([`LinkerFile::symbol_value`]) and is kept where it reports none. A
+//! writer given the memo of the last build ([`Writer::remember`]) takes the answers
+//! for the files that build met from it instead of asking again ([`crate::values`]).
 //!
 //! Defined symbols get `st_shndx = SHN_ABS`: their values are absolute addresses,
 //! and the section indices they had name sections of the kernel or of a module,
@@ -41,6 +43,7 @@ use crate::elf::{
     SHN_ABS, SHN_UNDEF, SHT_STRTAB, SHT_SYMTAB,
 };
 use crate::error::{Error, Result};
+use crate::values::{FileKey, Memos, ValueMemo, Values};
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use static_assertions::const_assert_eq;
@@ -57,6 +60,11 @@ pub trait LinkerFile {
     /// The absolute address the kernel linker reports for `symbols()[index]`, if any
     /// (`LINKER_DEBUG_SYMBOL_VALUES`). Asked only of files that are not the kernel.
     fn symbol_value(&self, index: usize, sym: &Elf64Sym) -> Option<u64>;
+    /// Which file this is, as loaded, for remembering the linker's answers from one
+    /// build to the next ([`crate::values`]); None: never remembered.
+    fn key(&self) -> Option<FileKey> {
+        None
+    }
 }
 
 /// Where a snapshot's bytes go: the pages of the file, each grabbed once, filled and
@@ -774,6 +782,7 @@ pub struct Writer<'w, S: Sink> {
     layout: SnapshotLayout,
     window: Window<'w, S>,
     cursors: [Cursor; 3],
+    memos: Memos<'w>,
 }
 
 impl<'w, S: Sink> Writer<'w, S> {
@@ -815,12 +824,21 @@ impl<'w, S: Sink> Writer<'w, S> {
                     end: layout.size,
                 },
             ],
+            memos: Memos::NONE,
         };
         writer.write(
             HEAD,
             as_bytes(core::slice::from_ref(&layout.header(target))),
         )?;
         Ok(writer)
+    }
+
+    /// Takes modules' values from what the build of `old` learnt, where it met the
+    /// same files, and learns the others' into `new` (emptied first), for the next
+    /// build ([`crate::values`]).
+    pub fn remember(mut self, old: Option<&'w ValueMemo>, new: Option<&'w mut ValueMemo>) -> Self {
+        self.memos = Memos::new(old, new);
+        self
     }
 
     fn cursor(&mut self, part: usize) -> Result<&mut Cursor> {
@@ -894,16 +912,23 @@ impl<'w, S: Sink> Writer<'w, S> {
             base: base32,
             strsz: strsz32,
         };
+        let mut values = if module {
+            self.memos.begin(file)
+        } else {
+            Values::Ask
+        };
+        let v = &mut values;
         let mut done = 0usize;
         while let Some(first) = symbols.get(done) {
             let run = match (module, first.is_local()) {
-                (false, true) => self.put::<_, false, true>(file, symbols, done, fix)?,
-                (false, false) => self.put::<_, false, false>(file, symbols, done, fix)?,
-                (true, true) => self.put::<_, true, true>(file, symbols, done, fix)?,
-                (true, false) => self.put::<_, true, false>(file, symbols, done, fix)?,
+                (false, true) => self.put::<_, false, true>(file, symbols, done, fix, v)?,
+                (false, false) => self.put::<_, false, false>(file, symbols, done, fix, v)?,
+                (true, true) => self.put::<_, true, true>(file, symbols, done, fix, v)?,
+                (true, false) => self.put::<_, true, false>(file, symbols, done, fix, v)?,
             };
             done = done.checked_add(run).ok_or(Error::Invalid)?;
         }
+        self.memos.end(values);
         self.write(STRINGS, strings)
     }
 
@@ -921,6 +946,7 @@ impl<'w, S: Sink> Writer<'w, S> {
         symbols: &[Elf64Sym],
         from: usize,
         fix: Fix,
+        values: &mut Values<'_>,
     ) -> Result<usize> {
         let part = if LOCAL { HEAD } else { GLOBALS };
         let Cursor { mut pos, end } = *self.cursor(part)?;
@@ -940,7 +966,7 @@ impl<'w, S: Sink> Writer<'w, S> {
                 // across the page boundary, or more symbols than counted.
                 let one = run.get(..1).unwrap_or_default();
                 let mut out = [[0u8; SYM]; 1];
-                let n = fix.run::<F, MODULE, LOCAL>(file, next, one, &mut out)?;
+                let n = fix.run::<F, MODULE, LOCAL>(file, next, one, &mut out, values)?;
                 if n > 0 {
                     self.cursor(part)?.pos = pos;
                     self.write(part, out.as_flattened())?;
@@ -949,7 +975,7 @@ impl<'w, S: Sink> Writer<'w, S> {
                 (n, 1)
             } else {
                 let run = run.get(..dst.len()).unwrap_or(run);
-                let n = fix.run::<F, MODULE, LOCAL>(file, next, run, dst)?;
+                let n = fix.run::<F, MODULE, LOCAL>(file, next, run, dst, values)?;
                 // What was written from the first symbol of the other kind on (if
                 // any) is not counted: the cursor does not pass it, and it gets
                 // overwritten.
@@ -1016,8 +1042,9 @@ impl Fix {
     /// Each symbol is read once and written once, whole, in one tight loop with no
     /// branch on its contents: the checks are gathered on the way (the highest
     /// name; the bindings, the top four bits of `st_info`) and judged once at the
-    /// end. Then, for a module, the linker is asked for the value of each symbol of
-    /// the run's kind, which is patched in place.
+    /// end. Then, for a module, each symbol of the run's kind gets the value the
+    /// linker reports (asked now, or learnt by an earlier build: `values`), patched
+    /// in place.
     #[inline(always)]
     fn run<F: LinkerFile, const MODULE: bool, const LOCAL: bool>(
         self,
@@ -1025,6 +1052,7 @@ impl Fix {
         first: usize,
         run: &[Elf64Sym],
         dst: &mut [[u8; SYM]],
+        values: &mut Values<'_>,
     ) -> Result<usize> {
         let mut names = 0u32;
         // Whether the run has a symbol of the other kind, gathered: for locals, the
@@ -1069,7 +1097,7 @@ impl Fix {
             let dst = dst.get_mut(..n).unwrap_or_default();
             for (k, (d, sym)) in dst.iter_mut().zip(run).enumerate() {
                 // first + k < symbols.len(): no overflow.
-                if let Some(value) = file.symbol_value(first.wrapping_add(k), sym) {
+                if let Some(value) = values.value(file, first.wrapping_add(k), sym) {
                     put(d, VALUE, &value.to_ne_bytes());
                 }
             }

@@ -65,6 +65,10 @@ pub enum Values {
     },
     /// A shared object loaded at `base`: defined symbols are `base + st_value`.
     Base(u64),
+    /// As FreeBSD's linkers report a loaded file's symbols: `base + st_value` for
+    /// every one (link_elf: `base` is the load address; link_elf_obj: 0, its
+    /// table values relocated at load).
+    Linked(u64),
     /// One answer per symbol index.
     Table(Vec<Option<u64>>),
 }
@@ -117,6 +121,7 @@ impl SimFile {
         match &self.values {
             Values::Absolute => Some(sym.st_value),
             Values::Table(t) => t.get(index).copied().flatten(),
+            Values::Linked(base) => Some(base.wrapping_add(sym.st_value)),
             Values::Base(base) => match sym.st_shndx {
                 SHN_UNDEF => None,
                 SHN_ABS => Some(sym.st_value),

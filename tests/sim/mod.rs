@@ -497,6 +497,8 @@ struct World {
     calls: [u64; KINDS],
     faults: [Option<u64>; KINDS],
     fault_hits: [u64; KINDS],
+    /// The sizes asked of the kpi_malloc calls made to fail.
+    failed_mallocs: Vec<usize>,
     hooks: Vec<(At, HookFn)>,
     walk_no: u64,
     jitter: bool,
@@ -884,6 +886,7 @@ pub extern "C" fn kpi_malloc(size: usize) -> *mut c_void {
     let _nu = NoUnwind::new();
     under_lock("kpi_malloc");
     if bump(Kind::Malloc) {
+        with(|w| w.failed_mallocs.push(size));
         return std::ptr::null_mut();
     }
     let Ok(layout) = Layout::from_size_align(size.max(1), MALLOC_ALIGN) else {
@@ -1886,6 +1889,16 @@ impl Sim {
     }
 
     /// How many injected failures of `kind` happened.
+    /// The sizes of the kpi_malloc blocks not freed yet.
+    pub fn malloc_sizes(&self) -> Vec<usize> {
+        with(|w| w.mallocs.values().copied().collect())
+    }
+
+    /// The sizes asked of the kpi_malloc calls made to fail since boot.
+    pub fn failed_mallocs(&self) -> Vec<usize> {
+        with(|w| w.failed_mallocs.clone())
+    }
+
     pub fn fault_hits(&self, kind: Kind) -> u64 {
         with(|w| w.fault_hits[kind.index()])
     }
