@@ -15,7 +15,11 @@
 //! - a run of page grabs (kpi_object_pages_grab): one call, and per page one visit,
 //!   and one allocation for a page the object does not have yet, no zeroing; a run
 //!   of releases: one call;
-//! - a symbol value (LINKER_SYMBOL_VALUES): one indirect call, as kobj dispatches it;
+//! - a symbol value (LINKER_SYMBOL_VALUES): one indirect call, as kobj dispatches it
+//!   (the modules' answers are as FreeBSD's linkers give them: load address plus
+//!   table value);
+//! - ours' memo of modules' values (malloc(9) with M_ZERO, free(9)): one call each,
+//!   and the bytes zeroed;
 //! - a read(2) (uiomove_object of the object into the reader's buffer): one call,
 //!   and one page visit per page it touches;
 //! - a mapping made or removed without pre-faulting (vm_map_find_min,
@@ -31,17 +35,21 @@
 //! pre-faulting it, and keeps the object as the cached snapshot at close; the next
 //! module change makes it the spare, which calls no kernel service (the kld event
 //! takes ksyms_lock only), and the next build recycles it: its pages are written
-//! over, not allocated again, and none is freed.
+//! over, not allocated again, and none is freed. A module change ([`Kernel::reload`])
+//! unloads a module and loads it again, as a new linker file at the end of the list:
+//! ours takes the other modules' values from what its last build learnt and asks
+//! the linker only of that one.
 
 // Shared with the tests, which use more of it; its Rng::next is not an Iterator's.
 #[allow(dead_code, clippy::should_implement_trait)]
 #[path = "../../tests/sim/files.rs"]
 mod files;
 
-pub use files::{Rng, SimFile};
+pub use files::{Rng, SimFile, Values};
 use ksyms::device;
 use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
 use ksyms::snapshot::{Batched, Census, LinkerFile, PageRuns, Writer, PAGE_SIZE};
+use ksyms::values::{FileKey, ValueMemo};
 use ksyms::{Error, Result};
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_long, c_void};
@@ -143,7 +151,13 @@ struct Object {
 
 /// The linker files, and each driver's VM object.
 pub struct Kernel {
-    files: Vec<File>,
+    /// Boxed: a file stays where it is until unloaded, as a kernel linker file
+    /// (its address is part of its identity for ours' memo).
+    #[allow(clippy::vec_box)]
+    files: RefCell<Vec<Box<File>>>,
+    next_id: Cell<c_int>,
+    /// What our last build learnt of modules' values (src/device.rs keeps it).
+    memo: RefCell<Option<Box<ValueMemo>>>,
     costs: Costs,
     spin: Spin,
     counts: Cell<Counts>,
@@ -156,7 +170,9 @@ pub struct Kernel {
 impl Kernel {
     pub fn new(files: Vec<SimFile>, costs: Costs) -> Box<Kernel> {
         let mut k = Box::new(Kernel {
-            files: Vec::new(),
+            files: RefCell::new(Vec::new()),
+            next_id: Cell::new(1),
+            memo: RefCell::new(None),
             costs,
             spin: Spin::calibrate(),
             counts: Cell::new(Counts::default()),
@@ -165,16 +181,31 @@ impl Kernel {
             user: RefCell::new(vec![0; READ_SIZE]),
         });
         let me: *const Kernel = &*k;
-        k.files = files
-            .into_iter()
-            .enumerate()
-            .map(|(i, sim)| File {
-                sim,
-                id: i as c_int + 1,
-                kernel: me,
-            })
-            .collect();
+        for sim in files {
+            let file = k.new_file(sim, me);
+            k.files.get_mut().push(file);
+        }
         k
+    }
+
+    fn new_file(&self, sim: SimFile, kernel: *const Kernel) -> Box<File> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        Box::new(File { sim, id, kernel })
+    }
+
+    /// A module change: kldunload of module `1 + n % modules`, then kldload of the
+    /// same file again (a new linker file, with a new id, at the end of the list).
+    /// Calls no service of either driver (ours' kld event only takes its lock).
+    pub fn reload(&self, n: usize) {
+        let mut files = self.files.borrow_mut();
+        let modules = files.len().saturating_sub(1);
+        if modules == 0 {
+            return;
+        }
+        let old = files.remove(1 + n % modules);
+        let me: *const Kernel = self;
+        files.push(self.new_file(old.sim, me));
     }
 
     pub fn take_counts(&self) -> Counts {
@@ -190,7 +221,7 @@ impl Kernel {
     /// linker_file_foreach.
     fn foreach(&self, f: impl FnMut(&File) -> Result<()>) -> Result<()> {
         self.count(|c| c.walks += 1);
-        self.files.iter().try_for_each(f)
+        self.files.borrow().iter().map(|f| &**f).try_for_each(f)
     }
 
     /// vm_pager_allocate: a fresh object of `room` bytes (at least `size`), no page
@@ -440,6 +471,17 @@ impl LinkerFile for View<'_> {
         // SAFETY: a file of the walk, a symbol of its table, a valid out pointer.
         (unsafe { (self.resolve)(lf, sym, &mut value) } == 0).then_some(value)
     }
+    fn key(&self) -> Option<FileKey> {
+        let sim = &self.file.sim;
+        Some(FileKey {
+            file: self.file as *const File as u64,
+            id: self.file.id as u64,
+            symbols: sim.syms.as_ptr() as u64,
+            symbol_count: sim.syms.len() as u64,
+            strings: sim.strs.as_ptr() as u64,
+            string_bytes: sim.strs.len() as u64,
+        })
+    }
 }
 
 /// Our build, step for step as src/device.rs's `build` and `build_once`: the census
@@ -449,6 +491,12 @@ impl LinkerFile for View<'_> {
 pub fn ours(k: &Kernel) -> Result<u64> {
     let resolve = resolver();
     let o = &k.ours;
+    let memo = k.memo.borrow_mut().take();
+    // malloc(9) of the memo this build fills, zeroed.
+    k.spin.cost(k.costs.call_ns);
+    // SAFETY: ValueMemo is plain data (Pod), of which all zeroes is valid: empty.
+    let mut learnt = unsafe { Box::<ValueMemo>::new_zeroed().assume_init() };
+    k.count(|c| c.zeroed += std::mem::size_of::<ValueMemo>() as u64);
     for attempt in 0..3 {
         let mut census = Census::default();
         k.foreach(|f| {
@@ -475,13 +523,19 @@ pub fn ours(k: &Kernel) -> Result<u64> {
             written,
         };
         let mut sink = Batched::new(&mut pages, layout.size());
-        let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?;
+        let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?
+            .remember(memo.as_deref(), Some(&mut learnt));
         k.foreach(|f| writer.add(&View { file: f, resolve }))?;
         let done = writer.finish();
         drop(sink);
         match done {
             Err(Error::Changed) => continue,
-            r => return r.map(|l| l.size()),
+            r => {
+                // free(9) of the memo replaced.
+                k.spin.cost(k.costs.call_ns);
+                *k.memo.borrow_mut() = Some(learnt);
+                return r.map(|l| l.size());
+            }
         }
     }
     Err(Error::Changed)
