@@ -109,9 +109,9 @@ struct vm_object *kpi_object_alloc(uint64_t size);
  * for a new snapshot of size bytes (at most KPI_OBJECT_MAX): only when the
  * caller's is its one reference (no open, mapping or reader left to see its
  * pages change) and it has room for size. Then frees its pages past size and
- * all of its swap space; its pages below size keep their old bytes until
- * kpi_object_pages_grab hands them out to be written whole. 0, or EBUSY
- * (obj untouched).
+ * their swap space; its pages below size keep their old bytes, resident or
+ * paged out: the caller keeps some as they are, and has kpi_object_pages_grab
+ * hand out the others to be written whole. 0, or EBUSY (obj untouched).
  */
 int	 kpi_object_recycle(struct vm_object *obj, uint64_t size);
 /* vm_object_reference(9) / vm_object_deallocate(9). */

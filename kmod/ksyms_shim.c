@@ -181,8 +181,12 @@ kpi_object_recycle(struct vm_object *obj, uint64_t size)
 		return (EBUSY);
 	}
 	vm_object_page_remove(obj, keep, 0, 0);
-	/* Pages below keep are all rewritten before anyone reads them. */
-	vm_pager_freespace(obj, 0, obj->size);
+	/*
+	 * Pages below keep hold the stale snapshot: the build keeps some as they
+	 * are (paged out or not) and writes over the others, which stay dirty
+	 * until laundered anew, so their swap copies are never read back.
+	 */
+	vm_pager_freespace(obj, keep, obj->size - keep);
 	VM_OBJECT_WUNLOCK(obj);
 	return (0);
 }

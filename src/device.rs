@@ -119,6 +119,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::elf;
 use crate::error::{Error, Result};
+use crate::kept::{Contents, Prefix};
 use crate::kpi::{self, Guard, KBox, Locked, LockedBy, PageHandle, Proc, Uio, VmObject};
 use crate::placement;
 use crate::probe;
@@ -176,10 +177,21 @@ struct Snapshot {
 /// could not get the memory, and its next build asks the linker of every symbol.
 type Memo = Option<KBox<ValueMemo>>;
 
+/// What a snapshot holds, file by file, for the next build over its pages (see
+/// [`crate::kept`]); None when its build could not get the memory.
+type Listing = Option<KBox<Contents>>;
+
 /// The cached snapshot and the generation of the linker file set it was built from.
 struct Cached {
     snapshot: Snapshot,
     generation: u64,
+    contents: Listing,
+}
+
+/// The last stale snapshot, and what it holds.
+struct Spare {
+    snapshot: Snapshot,
+    contents: Listing,
 }
 
 /// Everything behind ksyms_lock.
@@ -191,7 +203,7 @@ struct State {
     opens: Option<NonNull<OpenFile>>,
     cache: Option<Cached>,
     /// The last stale snapshot, whose object the next build may recycle.
-    spare: Option<Snapshot>,
+    spare: Option<Spare>,
     /// What the last build learnt of modules' values, for the next one.
     memo: Memo,
     /// Bumped at every change of the linker file set.
@@ -471,10 +483,15 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
                 return Ok(hit);
             }
             _ => {
-                let unused = st.cache.take().map(|c| c.snapshot.object);
+                let unused = st.cache.take().map(|c| (c.snapshot.object, c.contents));
                 let memo = st.memo.take();
                 match st.spare.take() {
-                    Some(spare) => (generation, Some(spare.object), unused, memo),
+                    Some(s) => (
+                        generation,
+                        Some((s.snapshot.object, s.contents)),
+                        unused,
+                        memo,
+                    ),
                     None => (generation, unused, None, memo),
                 }
             }
@@ -482,7 +499,7 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
     };
     drop(dropped);
 
-    let (built, memo) = build(spare, memo)?;
+    let (built, contents, memo) = build(spare, memo)?;
 
     // The cache's reference is taken before the lock, and whichever of it and the
     // replaced snapshot is not kept is released after.
@@ -504,6 +521,7 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
                 st.cache.replace(Cached {
                     snapshot,
                     generation,
+                    contents,
                 }),
                 None,
             ),
@@ -521,18 +539,28 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
 /// later ones count every symbol, in case a table breaks that order. Modules' values
 /// are taken from what the last build learnt (`memo`) where it met the same files;
 /// the snapshot comes with what this build learnt, for the next (the old memo if no
-/// memory could be had for a new one).
-fn build(mut spare: Option<VmObject>, memo: Memo) -> Result<(Snapshot, Memo)> {
-    // Without memory for it, the build goes on, asking the linker every time.
+/// memory could be had for a new one). The first attempt keeps what the spare
+/// holds of the files that are the same (see [`crate::kept`]); the snapshot comes
+/// with what it holds, for the next build.
+fn build(spare: Option<(VmObject, Listing)>, memo: Memo) -> Result<(Snapshot, Listing, Memo)> {
+    let (mut spare, mut held) = match spare {
+        Some((object, contents)) => (Some(object), contents),
+        None => (None, None),
+    };
+    // Without memory for these, the build goes on, asking the linker every time
+    // and writing every page.
     let mut learnt = KBox::<ValueMemo>::try_zeroed().ok();
+    let mut listing = KBox::<Contents>::try_zeroed().ok();
     for attempt in (1u32..).take(ATTEMPTS) {
         probe::build_start(attempt);
         let built = build_once(
             attempt > 1,
             &mut spare,
-            memo.as_deref(),
-            learnt.as_deref_mut(),
+            (held.as_deref(), listing.as_deref_mut()),
+            (memo.as_deref(), learnt.as_deref_mut()),
         );
+        // After an attempt, the spare holds what it wrote, not what `held` lists.
+        held = None;
         probe::build_done(
             attempt,
             built
@@ -542,7 +570,7 @@ fn build(mut spare: Option<VmObject>, memo: Memo) -> Result<(Snapshot, Memo)> {
         );
         match built {
             Err(Error::Changed) => continue,
-            other => return other.map(|(snapshot, _)| (snapshot, learnt.or(memo))),
+            other => return other.map(|(snapshot, _)| (snapshot, listing, learnt.or(memo))),
         }
     }
     Err(Error::Changed)
@@ -587,32 +615,40 @@ pub fn object_size(size: u64) -> u64 {
 fn build_once(
     exact: bool,
     spare: &mut Option<VmObject>,
-    memo: Option<&ValueMemo>,
-    learnt: Option<&mut ValueMemo>,
+    (held, listing): (Option<&Contents>, Option<&mut Contents>),
+    (memo, learnt): (Option<&ValueMemo>, Option<&mut ValueMemo>),
 ) -> Result<(Snapshot, SnapshotLayout)> {
     let mut census = Census::default();
-    if exact {
-        kpi::foreach_linker_file(|file| census.add(file))?;
-    } else {
-        kpi::foreach_linker_file(|file| census.add_ordered(file))?;
-    }
+    let mut prefix = Prefix::new(held);
+    kpi::foreach_linker_file(|file| {
+        prefix.track(file);
+        if exact {
+            census.add(file)
+        } else {
+            census.add_ordered(file)
+        }
+    })?;
     let layout = census.layout()?;
     let size = layout.size();
 
     let mut object = spare.take();
+    let mut same = 0;
     if let Some(old) = &object {
         let tried = old.recycle(size);
         probe::recycle(size, tried);
         if tried.is_err() {
             // Released before a new one is made: its pages go first.
             object = None;
+        } else {
+            same = prefix.same();
         }
     }
     let object = match object {
         Some(old) => old,
         None => VmObject::alloc(object_size(size))?,
     };
-    match write(&object, layout, memo, learnt) {
+    let kept = (held.filter(|_| same > 0), same, listing);
+    match write(&object, layout, kept, (memo, learnt)) {
         Ok(layout) => Ok((Snapshot { object, size }, layout)),
         Err(e) => {
             *spare = Some(object);
@@ -621,17 +657,21 @@ fn build_once(
     }
 }
 
-/// The writing walk into `object`'s pages, modules' values from `memo` where it
-/// has them, what is learnt of the others into `learnt`.
+/// The writing walk into `object`'s pages: the pages it holds of its first `same`
+/// files kept (`held` lists what it holds), what it writes listed in `listing`;
+/// modules' values from `memo` where it has them, what is learnt of the others into
+/// `learnt`.
 fn write(
     object: &VmObject,
     layout: SnapshotLayout,
-    memo: Option<&ValueMemo>,
-    learnt: Option<&mut ValueMemo>,
+    (held, same, listing): (Option<&Contents>, usize, Option<&mut Contents>),
+    (memo, learnt): (Option<&ValueMemo>, Option<&mut ValueMemo>),
 ) -> Result<SnapshotLayout> {
     let mut pages = ObjectPages { object };
     let mut sink = Batched::new(&mut pages, layout.size());
-    let mut writer = Writer::new(layout, elf::NATIVE, &mut sink)?.remember(memo, learnt);
+    let mut writer = Writer::new(layout, elf::NATIVE, &mut sink)?
+        .remember(memo, learnt)
+        .keep(held, same, listing);
     kpi::foreach_linker_file(|file| writer.add(file))?;
     let layout = writer.finish()?;
     // Every page goes back to the object before anyone sees it.
@@ -732,7 +772,10 @@ pub fn kld_changed() {
         let mut st = STATE.lock();
         st.generation = st.generation.wrapping_add(1);
         match st.cache.take() {
-            Some(stale) => st.spare.replace(stale.snapshot),
+            Some(stale) => st.spare.replace(Spare {
+                snapshot: stale.snapshot,
+                contents: stale.contents,
+            }),
             None => None,
         }
     };
@@ -784,5 +827,5 @@ pub fn cached_bytes() -> u64 {
 /// The bytes the spare pins (for a sysctl).
 pub fn spare_bytes() -> u64 {
     let st = STATE.lock();
-    st.spare.as_ref().map_or(0, |s| s.size)
+    st.spare.as_ref().map_or(0, |s| s.snapshot.size)
 }

@@ -16,6 +16,7 @@ pub mod device;
 pub mod elf;
 pub mod error;
 pub mod ffi;
+pub mod kept;
 pub mod kpi;
 pub mod placement;
 pub mod probe;

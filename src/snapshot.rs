@@ -43,6 +43,7 @@ use crate::elf::{
     SHN_ABS, SHN_UNDEF, SHT_STRTAB, SHT_SYMTAB,
 };
 use crate::error::{Error, Result};
+use crate::kept::{self, Contents, Listed, Span};
 use crate::values::{FileKey, Memos, ValueMemo, Values};
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -82,6 +83,9 @@ pub trait Sink {
     /// Gives a page back: `complete` when every one of its bytes was written since
     /// the grab; otherwise the attempt failed, and the page's content is garbage.
     fn release(&mut self, page: Self::Page, complete: bool);
+    /// Pages `[first, end)` will not be asked for: they are kept as they are. A
+    /// sink that grabs pages ahead leaves them alone.
+    fn skip(&mut self, _first: u64, _end: u64) {}
 }
 
 /// A page held for writing.
@@ -240,6 +244,8 @@ pub struct Batched<'r, R: PageRuns> {
     /// release.
     done: [(u64, R::Handle); BATCH],
     waiting: usize,
+    /// Page ranges `[first, end)` never asked for (Sink::skip).
+    skipped: [(u64, u64); 3],
 }
 
 impl<'r, R: PageRuns> Batched<'r, R> {
@@ -253,6 +259,7 @@ impl<'r, R: PageRuns> Batched<'r, R> {
             out: [None; HELD_PAGES],
             done: [(0, R::Handle::default()); BATCH],
             waiting: 0,
+            skipped: [(0, 0); 3],
         }
     }
 
@@ -264,6 +271,7 @@ impl<'r, R: PageRuns> Batched<'r, R> {
     /// ahead or waiting to go back), or u64::MAX.
     fn next_busy(&self, index: u64) -> u64 {
         let out = self.out.iter().flatten().copied();
+        let skipped = self.skipped.iter().filter(|s| s.0 < s.1).map(|s| s.0);
         let ahead = self
             .ahead
             .iter()
@@ -272,6 +280,7 @@ impl<'r, R: PageRuns> Batched<'r, R> {
         let done = self.waiting().iter().map(|d| d.0);
         out.chain(ahead)
             .chain(done)
+            .chain(skipped)
             .filter(|&i| i > index)
             .min()
             .unwrap_or(u64::MAX)
@@ -338,6 +347,12 @@ impl<'r, R: PageRuns> Sink for Batched<'r, R> {
 
     fn page_size(&self) -> usize {
         self.runs.page_size()
+    }
+
+    fn skip(&mut self, first: u64, end: u64) {
+        if let Some(slot) = self.skipped.iter_mut().find(|s| s.0 >= s.1) {
+            *slot = (first, end);
+        }
     }
 
     fn grab(&mut self, index: u64) -> Result<RunPage<'r, R::Handle>> {
@@ -783,10 +798,26 @@ pub struct Writer<'w, S: Sink> {
     window: Window<'w, S>,
     cursors: [Cursor; 3],
     memos: Memos<'w>,
+    kept: Kept<'w>,
+    target: ElfTarget,
+}
+
+/// What a writer keeps of the snapshot it writes over, and what it records of the
+/// one it writes ([`crate::kept`]).
+struct Kept<'w> {
+    /// The snapshot written over, and how many of its leading files are the same.
+    old: Option<&'w Contents>,
+    same: usize,
+    /// Its pages left as they are.
+    holes: [Span; 3],
+    new: Option<&'w mut Contents>,
+    /// Files added so far.
+    files: usize,
 }
 
 impl<'w, S: Sink> Writer<'w, S> {
-    /// Starts a snapshot with `layout` in `sink`, writing the header block.
+    /// Starts a snapshot with `layout` in `sink` (its header block is written
+    /// before the first file, or at [`Writer::finish`]).
     pub fn new(layout: SnapshotLayout, target: &ElfTarget, sink: &'w mut S) -> Result<Self> {
         let page = u64::try_from(sink.page_size()).map_err(|_| Error::Invalid)?;
         if page == 0 {
@@ -802,7 +833,7 @@ impl<'w, S: Sink> Writer<'w, S> {
             .checked_mul(SYM_SIZE)
             .and_then(|b| b.checked_add(HEADER_SIZE))
             .ok_or(Error::TooLarge)?;
-        let mut writer = Writer {
+        Ok(Writer {
             layout,
             window: Window {
                 sink,
@@ -825,12 +856,25 @@ impl<'w, S: Sink> Writer<'w, S> {
                 },
             ],
             memos: Memos::NONE,
-        };
-        writer.write(
-            HEAD,
-            as_bytes(core::slice::from_ref(&layout.header(target))),
-        )?;
-        Ok(writer)
+            target: *target,
+            kept: Kept {
+                old: None,
+                same: 0,
+                holes: [Span::default(); 3],
+                new: None,
+                files: 0,
+            },
+        })
+    }
+
+    /// Writes the header block, before the first file (after [`Writer::keep`] has
+    /// said which pages stay, so that a sink grabbing ahead leaves them).
+    fn start(&mut self) -> Result<()> {
+        if self.cursors[HEAD].pos == 0 {
+            let header = self.layout.header(&self.target);
+            self.write(HEAD, as_bytes(core::slice::from_ref(&header)))?;
+        }
+        Ok(())
     }
 
     /// Takes modules' values from what the build of `old` learnt, where it met the
@@ -839,6 +883,54 @@ impl<'w, S: Sink> Writer<'w, S> {
     pub fn remember(mut self, old: Option<&'w ValueMemo>, new: Option<&'w mut ValueMemo>) -> Self {
         self.memos = Memos::new(old, new);
         self
+    }
+
+    /// Writes over a snapshot described by `old`, of which the first `same` files
+    /// are those this writer will be given first (the census walk's
+    /// [`kept::Prefix`]): their bytes where they already lie are kept, and those
+    /// files are checked to be the same again. Records the files written into
+    /// `new` (emptied first), for the next build.
+    pub fn keep(
+        mut self,
+        old: Option<&'w Contents>,
+        same: usize,
+        mut new: Option<&'w mut Contents>,
+    ) -> Self {
+        if let Some(new) = new.as_deref_mut() {
+            new.clear();
+        }
+        let holes = old.map(|old| kept::holes(old, same, &self.layout, self.window.page));
+        for h in holes.iter().flatten().filter(|h| h.start < h.end) {
+            let page = self.window.page;
+            self.window.sink.skip(h.start / page, h.end / page);
+        }
+        self.kept = Kept {
+            old,
+            same: if holes.is_some() { same } else { 0 },
+            holes: holes.unwrap_or_default(),
+            new,
+            files: 0,
+        };
+        self
+    }
+
+    /// The end of the kept pages `offset` is in, if it is.
+    fn hole_end(&self, offset: u64) -> Option<u64> {
+        self.kept
+            .holes
+            .iter()
+            .find(|h| h.start <= offset && offset < h.end)
+            .map(|h| h.end)
+    }
+
+    /// Where the next kept pages after `offset` start, if any do.
+    fn next_hole(&self, offset: u64) -> Option<u64> {
+        self.kept
+            .holes
+            .iter()
+            .filter(|h| h.start > offset)
+            .map(|h| h.start)
+            .min()
     }
 
     fn cursor(&mut self, part: usize) -> Result<&mut Cursor> {
@@ -853,6 +945,13 @@ impl<'w, S: Sink> Writer<'w, S> {
             return Err(Error::Changed);
         }
         while !bytes.is_empty() {
+            if let Some(kept) = self.hole_end(pos) {
+                // Already there.
+                let n = usize::try_from(kept - pos).map_or(bytes.len(), |n| n.min(bytes.len()));
+                pos = add_len(pos, n)?;
+                bytes = bytes.get(n..).unwrap_or_default();
+                continue;
+            }
             let (slot, span) = self.window.span(pos, end)?;
             let n = span.len().min(bytes.len());
             let (now, rest) = bytes.split_at(n);
@@ -872,9 +971,25 @@ impl<'w, S: Sink> Writer<'w, S> {
 
     /// Appends one linker file: its symbols (fixed up) and its string table.
     pub fn add(&mut self, file: &impl LinkerFile) -> Result<()> {
+        self.start()?;
         let symbols = file.symbols()?;
         let strings = file.strings()?;
         let strsz = u64::try_from(strings.len()).map_err(|_| Error::TooLarge)?;
+        let index = self.kept.files;
+        self.kept.files = index.saturating_add(1);
+        let held = match self.kept.old.and_then(|old| old.held(index)) {
+            Some(h) if index < self.kept.same => {
+                // The census walk met this file where it was; this one must too.
+                if Some(h.key) != file.key()
+                    || h.key.symbol_count != symbols.len() as u64
+                    || h.key.string_bytes != strsz
+                {
+                    return Err(Error::Changed);
+                }
+                Some(*h)
+            }
+            _ => None,
+        };
         let strtab = self.layout.strtab_offset;
         let base = self.cursors[STRINGS]
             .pos
@@ -918,18 +1033,110 @@ impl<'w, S: Sink> Writer<'w, S> {
             Values::Ask
         };
         let v = &mut values;
-        let mut done = 0usize;
-        while let Some(first) = symbols.get(done) {
-            let run = match (module, first.is_local()) {
-                (false, true) => self.put::<_, false, true>(file, symbols, done, fix, v)?,
-                (false, false) => self.put::<_, false, false>(file, symbols, done, fix, v)?,
-                (true, true) => self.put::<_, true, true>(file, symbols, done, fix, v)?,
-                (true, false) => self.put::<_, true, false>(file, symbols, done, fix, v)?,
-            };
-            done = done.checked_add(run).ok_or(Error::Invalid)?;
-        }
+        let (locals, ordered) = match held {
+            Some(h) => {
+                self.add_kept(file, symbols, &h, fix, v)?;
+                (h.locals, true)
+            }
+            None => {
+                let (mut locals, mut runs, mut local_first) = (0u64, 0u32, true);
+                let mut done = 0usize;
+                while let Some(first) = symbols.get(done) {
+                    let local = first.is_local();
+                    let run = self.put_run(module, local, file, symbols, done, fix, v)?;
+                    if runs == 0 {
+                        local_first = local;
+                    }
+                    runs = runs.saturating_add(1);
+                    if local {
+                        locals = add_len(locals, run)?;
+                    }
+                    done = done.checked_add(run).ok_or(Error::Invalid)?;
+                }
+                (locals, runs <= 1 || (runs == 2 && local_first))
+            }
+        };
         self.memos.end(values);
-        self.write(STRINGS, strings)
+        self.write(STRINGS, strings)?;
+        if let Some(new) = self.kept.new.as_deref_mut() {
+            new.push(file.key().map(|key| Listed {
+                key,
+                locals,
+                ordered: u64::from(ordered),
+            }));
+        }
+        Ok(())
+    }
+
+    /// [`Writer::put`] for a run of the given kind, in a module or not.
+    #[allow(clippy::too_many_arguments)]
+    fn put_run<F: LinkerFile>(
+        &mut self,
+        module: bool,
+        local: bool,
+        file: &F,
+        symbols: &[Elf64Sym],
+        from: usize,
+        fix: Fix,
+        values: &mut Values<'_>,
+    ) -> Result<usize> {
+        match (module, local) {
+            (false, true) => self.put::<_, false, true>(file, symbols, from, fix, values),
+            (false, false) => self.put::<_, false, false>(file, symbols, from, fix, values),
+            (true, true) => self.put::<_, true, true>(file, symbols, from, fix, values),
+            (true, false) => self.put::<_, true, false>(file, symbols, from, fix, values),
+        }
+    }
+
+    /// The symbols of a file the snapshot written over already holds (`held`, its
+    /// table in ELF's order: its locals, then the others): those on kept pages are
+    /// passed over, the others written as any file's.
+    fn add_kept<F: LinkerFile>(
+        &mut self,
+        file: &F,
+        symbols: &[Elf64Sym],
+        held: &Listed,
+        fix: Fix,
+        values: &mut Values<'_>,
+    ) -> Result<()> {
+        let locals = usize::try_from(held.locals).map_err(|_| Error::Changed)?;
+        if locals > symbols.len() {
+            return Err(Error::Changed);
+        }
+        let module = !file.is_kernel();
+        for (part, local, kind) in [
+            (HEAD, true, 0..locals),
+            (GLOBALS, false, locals..symbols.len()),
+        ] {
+            let mut next = kind.start;
+            while next < kind.end {
+                let pos = self.cursor(part)?.pos;
+                let left = kind.end - next;
+                if let Some(kept) = self.hole_end(pos) {
+                    // The symbols wholly on kept pages stay; one across their end
+                    // is written (its bytes on the kept page are passed over).
+                    let whole = usize::try_from((kept - pos) / SYM as u64).unwrap_or(left);
+                    let n = whole.min(left);
+                    if n > 0 {
+                        self.cursor(part)?.pos = add_len(pos, n.saturating_mul(SYM))?;
+                        next += n;
+                        continue;
+                    }
+                }
+                // Up to the last symbol that starts before the next kept pages.
+                let upto = match self.next_hole(pos) {
+                    Some(start) => {
+                        let before = (start - pos).div_ceil(SYM as u64);
+                        next.saturating_add(usize::try_from(before).unwrap_or(left))
+                    }
+                    None => kind.end,
+                }
+                .clamp(next + 1, kind.end);
+                let run = symbols.get(..upto).ok_or(Error::Invalid)?;
+                next += self.put_run(module, local, file, run, next, fix, values)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes `symbols[from..]`, fixed up, into `part` up to the first symbol of the
@@ -959,7 +1166,13 @@ impl<'w, S: Sink> Writer<'w, S> {
                 // A symbol for a part that is full: more than the census counted.
                 return Err(Error::Changed);
             }
-            let (slot, span) = self.window.span(pos, end)?;
+            let (slot, span) = if self.hole_end(pos).is_some() {
+                // On a page kept as it is: a symbol across its end (write() passes
+                // over its bytes on the kept page).
+                (0, &mut [][..])
+            } else {
+                self.window.span(pos, end)?
+            };
             let (dst, _) = span.as_chunks_mut::<SYM>();
             let (n, wanted) = if dst.is_empty() {
                 // The next symbol does not fit the rest of the page (or of the part):
@@ -999,8 +1212,13 @@ impl<'w, S: Sink> Writer<'w, S> {
     /// byte the census counted was written), zeroes the rest of the last page, and
     /// hands the last pages to the sink.
     pub fn finish(mut self) -> Result<SnapshotLayout> {
+        self.start()?;
         if self.cursors.iter().any(|c| c.pos != c.end) {
             return Err(Error::Changed);
+        }
+        let layout = self.layout;
+        if let Some(new) = self.kept.new.as_deref_mut() {
+            new.seal(&layout);
         }
         // Every byte of the file is written; the rest of its last page gets zeros.
         let size = self.layout.size;

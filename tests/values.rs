@@ -5,55 +5,9 @@
 mod common;
 
 use common::*;
-use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
-use ksyms::snapshot::{self, LinkerFile, SliceSink, Writer, PAGE_SIZE};
-use ksyms::values::{FileKey, ValueMemo, MEMO_EXCEPTIONS, MEMO_FILES};
-use ksyms::Result;
-use std::cell::Cell;
-
-/// A linker file as loaded under `id`, counting the values asked of it.
-struct Loaded<'a> {
-    file: &'a SimFile,
-    id: u64,
-    asked: Cell<usize>,
-}
-
-impl<'a> Loaded<'a> {
-    fn new(file: &'a SimFile, id: u64) -> Self {
-        Loaded {
-            file,
-            id,
-            asked: Cell::new(0),
-        }
-    }
-}
-
-impl LinkerFile for Loaded<'_> {
-    fn is_kernel(&self) -> bool {
-        self.file.is_kernel_file()
-    }
-    fn symbols(&self) -> Result<&[Elf64Sym]> {
-        Ok(&self.file.syms)
-    }
-    fn strings(&self) -> Result<&[u8]> {
-        Ok(&self.file.strs)
-    }
-    fn symbol_value(&self, index: usize, _sym: &Elf64Sym) -> Option<u64> {
-        assert!(!self.is_kernel(), "the kernel was asked");
-        self.asked.set(self.asked.get() + 1);
-        self.file.resolve(index)
-    }
-    fn key(&self) -> Option<FileKey> {
-        Some(FileKey {
-            file: self.file as *const SimFile as u64,
-            id: self.id,
-            symbols: self.file.syms.as_ptr() as u64,
-            symbol_count: self.file.syms.len() as u64,
-            strings: self.file.strs.as_ptr() as u64,
-            string_bytes: self.file.strs.len() as u64,
-        })
-    }
-}
+use ksyms::elf::FREEBSD_AMD64;
+use ksyms::snapshot::{self, SliceSink, Writer, PAGE_SIZE};
+use ksyms::values::{ValueMemo, MEMO_EXCEPTIONS, MEMO_FILES};
 
 /// The snapshot of `files`, taking values from `old` and learning into `new`; the
 /// values asked of each file are reset first.
@@ -72,10 +26,6 @@ fn build(files: &[Loaded], old: Option<&ValueMemo>, new: Option<&mut ValueMemo>)
     }
     assert_eq!(writer.finish().unwrap(), layout);
     buf
-}
-
-fn sim_files(files: &[Loaded]) -> Vec<SimFile> {
-    files.iter().map(|f| f.file.clone()).collect()
 }
 
 fn empty() -> Box<ValueMemo> {

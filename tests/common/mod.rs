@@ -23,7 +23,9 @@ pub mod files;
 pub use files::*;
 use ksyms::elf::Elf64Sym;
 use ksyms::snapshot::{self, LinkerFile, SliceSink};
+use ksyms::values::FileKey;
 use ksyms::{Error, Result};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -53,6 +55,55 @@ impl LinkerFile for SimFile {
         );
         self.resolve(index)
     }
+}
+
+/// A linker file as loaded under `id`, counting the values asked of it.
+pub struct Loaded<'a> {
+    pub file: &'a SimFile,
+    pub id: u64,
+    pub asked: Cell<usize>,
+}
+
+impl<'a> Loaded<'a> {
+    pub fn new(file: &'a SimFile, id: u64) -> Self {
+        Loaded {
+            file,
+            id,
+            asked: Cell::new(0),
+        }
+    }
+}
+
+impl LinkerFile for Loaded<'_> {
+    fn is_kernel(&self) -> bool {
+        self.file.is_kernel_file()
+    }
+    fn symbols(&self) -> Result<&[Elf64Sym]> {
+        Ok(&self.file.syms)
+    }
+    fn strings(&self) -> Result<&[u8]> {
+        Ok(&self.file.strs)
+    }
+    fn symbol_value(&self, index: usize, _sym: &Elf64Sym) -> Option<u64> {
+        assert!(!self.is_kernel(), "the kernel was asked");
+        self.asked.set(self.asked.get() + 1);
+        self.file.resolve(index)
+    }
+    fn key(&self) -> Option<FileKey> {
+        Some(FileKey {
+            file: self.file as *const SimFile as u64,
+            id: self.id,
+            symbols: self.file.syms.as_ptr() as u64,
+            symbol_count: self.file.syms.len() as u64,
+            strings: self.file.strs.as_ptr() as u64,
+            string_bytes: self.file.strs.len() as u64,
+        })
+    }
+}
+
+/// The files as the engine's checks take them.
+pub fn sim_files(files: &[Loaded]) -> Vec<SimFile> {
+    files.iter().map(|f| f.file.clone()).collect()
 }
 
 /// The NUL-terminated string at `off` (without its NUL); panics when unterminated.

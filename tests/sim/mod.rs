@@ -1889,6 +1889,11 @@ impl Sim {
     }
 
     /// How many injected failures of `kind` happened.
+    /// Pages handed out by kpi_object_pages_grab since boot.
+    pub fn pages_grabbed(&self) -> u64 {
+        with(|w| w.next_page - 1)
+    }
+
     /// The sizes of the kpi_malloc blocks not freed yet.
     pub fn malloc_sizes(&self) -> Vec<usize> {
         with(|w| w.mallocs.values().copied().collect())
