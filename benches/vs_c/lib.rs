@@ -48,6 +48,7 @@ mod files;
 pub use files::{Rng, SimFile, Values};
 use ksyms::device;
 use ksyms::elf::{Elf64Sym, FREEBSD_AMD64};
+use ksyms::kept::{Contents, Prefix};
 use ksyms::snapshot::{Batched, Census, LinkerFile, PageRuns, Writer, PAGE_SIZE};
 use ksyms::values::{FileKey, ValueMemo};
 use ksyms::{Error, Result};
@@ -158,6 +159,11 @@ pub struct Kernel {
     next_id: Cell<c_int>,
     /// What our last build learnt of modules' values (src/device.rs keeps it).
     memo: RefCell<Option<Box<ValueMemo>>>,
+    /// What ours' cached snapshot holds, file by file (src/device.rs keeps it
+    /// with the snapshot, and the spare).
+    contents: RefCell<Option<Box<Contents>>>,
+    /// A module not loaded, for [`Kernel::toggle`].
+    extra: RefCell<Option<SimFile>>,
     costs: Costs,
     spin: Spin,
     counts: Cell<Counts>,
@@ -168,11 +174,15 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub fn new(files: Vec<SimFile>, costs: Costs) -> Box<Kernel> {
+    /// The kernel with `files` loaded, and `extra`, a module [`Kernel::toggle`]
+    /// loads and unloads.
+    pub fn new(files: Vec<SimFile>, extra: SimFile, costs: Costs) -> Box<Kernel> {
         let mut k = Box::new(Kernel {
             files: RefCell::new(Vec::new()),
             next_id: Cell::new(1),
             memo: RefCell::new(None),
+            contents: RefCell::new(None),
+            extra: RefCell::new(Some(extra)),
             costs,
             spin: Spin::calibrate(),
             counts: Cell::new(Counts::default()),
@@ -206,6 +216,27 @@ impl Kernel {
         let old = files.remove(1 + n % modules);
         let me: *const Kernel = self;
         files.push(self.new_file(old.sim, me));
+    }
+
+    /// A module change: kldload of `extra` (appended, with a new id) when it is
+    /// not loaded, else its kldunload (it is the last file then). Returns whether
+    /// it is loaded now.
+    pub fn toggle(&self) -> bool {
+        let mut files = self.files.borrow_mut();
+        let mut extra = self.extra.borrow_mut();
+        match extra.take() {
+            Some(sim) => {
+                let me: *const Kernel = self;
+                files.push(self.new_file(sim, me));
+                true
+            }
+            None => {
+                if let Some(last) = files.pop() {
+                    *extra = Some(last.sim);
+                }
+                false
+            }
+        }
     }
 
     pub fn take_counts(&self) -> Counts {
@@ -492,15 +523,25 @@ pub fn ours(k: &Kernel) -> Result<u64> {
     let resolve = resolver();
     let o = &k.ours;
     let memo = k.memo.borrow_mut().take();
-    // malloc(9) of the memo this build fills, zeroed.
-    k.spin.cost(k.costs.call_ns);
-    // SAFETY: ValueMemo is plain data (Pod), of which all zeroes is valid: empty.
-    let mut learnt = unsafe { Box::<ValueMemo>::new_zeroed().assume_init() };
-    k.count(|c| c.zeroed += std::mem::size_of::<ValueMemo>() as u64);
+    let held = k.contents.borrow_mut().take();
+    // malloc(9) of the memo and the list this build fills, zeroed.
+    k.spin.cost(2.0 * k.costs.call_ns);
+    // SAFETY: both are plain data (Pod), of which all zeroes is valid: empty.
+    let (mut learnt, mut listing) = unsafe {
+        (
+            Box::<ValueMemo>::new_zeroed().assume_init(),
+            Box::<Contents>::new_zeroed().assume_init(),
+        )
+    };
+    k.count(|c| c.zeroed += (size_of::<ValueMemo>() + size_of::<Contents>()) as u64);
     for attempt in 0..3 {
         let mut census = Census::default();
+        // What the stale snapshot holds is only there for the first attempt.
+        let held = held.as_deref().filter(|_| attempt == 0);
+        let mut prefix = Prefix::new(held);
         k.foreach(|f| {
             let view = View { file: f, resolve };
+            prefix.track(&view);
             if attempt > 0 {
                 census.add(&view)
             } else {
@@ -509,11 +550,14 @@ pub fn ours(k: &Kernel) -> Result<u64> {
         })?;
         let layout = census.layout()?;
         let size = layout.size();
+        let mut same = 0;
         if o.created.borrow().is_empty() || !k.object_recycle(o, size) {
             if !o.created.borrow().is_empty() {
                 k.object_free(o);
             }
             k.object_alloc(o, size, device::object_size(size));
+        } else {
+            same = prefix.same();
         }
         let written = vec![false; o.created.borrow().len()];
         let mut data = o.data.borrow_mut();
@@ -524,16 +568,18 @@ pub fn ours(k: &Kernel) -> Result<u64> {
         };
         let mut sink = Batched::new(&mut pages, layout.size());
         let mut writer = Writer::new(layout, &FREEBSD_AMD64, &mut sink)?
-            .remember(memo.as_deref(), Some(&mut learnt));
+            .remember(memo.as_deref(), Some(&mut learnt))
+            .keep(held.filter(|_| same > 0), same, Some(&mut listing));
         k.foreach(|f| writer.add(&View { file: f, resolve }))?;
         let done = writer.finish();
         drop(sink);
         match done {
             Err(Error::Changed) => continue,
             r => {
-                // free(9) of the memo replaced.
-                k.spin.cost(k.costs.call_ns);
+                // free(9) of the memo and the list replaced.
+                k.spin.cost(2.0 * k.costs.call_ns);
                 *k.memo.borrow_mut() = Some(learnt);
+                *k.contents.borrow_mut() = Some(listing);
                 return r.map(|l| l.size());
             }
         }

@@ -49,7 +49,7 @@ fn tables(s: &Scale) -> Vec<SimFile> {
     let mut files = vec![SimFile::synthetic(
         "kernel", true, s.kernel, 10, 40, &mut rng,
     )];
-    for i in 0..s.modules {
+    for i in 0..=s.modules {
         let mut module = SimFile::synthetic(
             &format!("mod{i}"),
             false,
@@ -64,6 +64,7 @@ fn tables(s: &Scale) -> Vec<SimFile> {
         module.values = Values::Linked(0xffff_ffff_8200_0000 + ((i as u64) << 24));
         files.push(module);
     }
+    // The last one is the module loaded and unloaded by Kernel::toggle.
     files
 }
 
@@ -85,18 +86,39 @@ fn show(what: &str, c: &Counts) {
     }
 }
 
+/// The module changes that come before a first open.
+#[derive(Clone, Copy)]
+enum Change {
+    /// A module unloaded and loaded again (a module in development).
+    Reload,
+    /// A module loaded (one never loaded before), then unloaded, in turns.
+    LoadUnload,
+}
+
+impl Change {
+    fn apply(self, k: &Kernel, round: usize) {
+        match self {
+            Change::Reload => k.reload(round),
+            Change::LoadUnload => {
+                k.toggle();
+            }
+        }
+    }
+}
+
 /// Times `ours` and `c` in `rounds` interleaved rounds (alternating which goes
 /// first, so that neither always follows the other), each round after a module
-/// change (untimed: a module unloaded and loaded again). Medians.
+/// change (untimed). Medians.
 fn race(
     rounds: usize,
     k: &Kernel,
+    change: Change,
     ours: impl Fn(&Kernel) -> u64,
     c: impl Fn(&Kernel) -> u64,
 ) -> (Duration, Duration) {
     let (mut t_ours, mut t_c) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        k.reload(round);
+        change.apply(k, round);
         for turn in 0..2 {
             let t = Instant::now();
             if (round + turn) % 2 == 0 {
@@ -140,43 +162,66 @@ fn main() {
         costs.call_ns, costs.page_ns, costs.alloc_ns, costs.free_ns
     );
     for scale in SCALES.iter().take(env("KSYMS_BENCH_SCALES", 2.0) as usize) {
-        let k = Kernel::new(tables(scale), costs);
-        // Warm up (our first build makes the object the others recycle and learns
-        // every module's values), check both build a file of the same size, and
-        // count the calls after a module change.
+        let mut files = tables(scale);
+        let extra = files.pop().expect("the extra module");
+        let k = Kernel::new(files, extra, costs);
+        // Warm up (our first build makes the object the others recycle, learns
+        // every module's values and lists what it holds), check both build a
+        // file of the same size, and count the calls after each kind of change.
         let size = ours(&k).expect("ours");
         let first_ours = k.take_counts();
-        k.reload(0);
-        assert_eq!(ours(&k).expect("ours"), size);
-        let build_ours = k.take_counts();
-        assert_eq!(c(&k).expect("C"), size);
-        let build_c = k.take_counts();
-        k.reload(1);
-        assert_eq!(ours_first_open(&k).expect("ours"), size);
-        let open_ours = k.take_counts();
-        assert_eq!(c_first_open(&k).expect("C"), size);
-        let open_c = k.take_counts();
         let symbols: usize = scale.kernel + scale.modules * scale.module_symbols;
         println!(
-            "  {} ({symbols} symbols in {} files, {size} bytes):",
+            "  {} ({symbols} symbols in {} files, {size} bytes; the module loaded and unloaded has {}):",
             scale.name,
             scale.modules + 1,
+            scale.module_symbols,
         );
-        let (o, cc) = race(
-            rounds,
-            &k,
-            |k| ours_first_open(k).expect("ours"),
-            |k| c_first_open(k).expect("C"),
-        );
-        ratio_line("first open + read all + close", o, cc, 0.70);
-        let (o, cc) = race(rounds, &k, |k| ours(k).expect("ours"), |k| c(k).expect("C"));
-        ratio_line("build alone", o, cc, 0.70);
-        println!("   the build after a module change (ours recycling its object and asking only of the module loaded again; its very first build made the object and asked of all):");
-        show("ours", &build_ours);
+        for (change, what, first, second) in [
+            (Change::Reload, "a module unloaded and loaded again", "", ""),
+            (
+                Change::LoadUnload,
+                "a kldload or a kldunload, in turns",
+                " after the kldload",
+                " after the kldunload",
+            ),
+        ] {
+            k.take_counts();
+            change.apply(&k, 0);
+            let size = ours(&k).expect("ours");
+            let build_ours = k.take_counts();
+            assert_eq!(c(&k).expect("C"), size);
+            let build_c = k.take_counts();
+            change.apply(&k, 1);
+            let size = ours_first_open(&k).expect("ours");
+            let open_ours = k.take_counts();
+            assert_eq!(c_first_open(&k).expect("C"), size);
+            let open_c = k.take_counts();
+            println!("   after {what}:");
+            let (o, cc) = race(
+                rounds,
+                &k,
+                change,
+                |k| ours_first_open(k).expect("ours"),
+                |k| c_first_open(k).expect("C"),
+            );
+            ratio_line("first open + read all + close", o, cc, 0.70);
+            let (o, cc) = race(
+                rounds,
+                &k,
+                change,
+                |k| ours(k).expect("ours"),
+                |k| c(k).expect("C"),
+            );
+            ratio_line("build alone", o, cc, 0.70);
+            println!("    calls of the build{first}:");
+            show("ours", &build_ours);
+            show("C", &build_c);
+            println!("    calls of the first open + read all + close{second}:");
+            show("ours", &open_ours);
+            show("C", &open_c);
+        }
+        println!("   ours' very first build (it makes the object and asks the linker of every module symbol):");
         show("first", &first_ours);
-        show("C", &build_c);
-        println!("   the first open + read all + close:");
-        show("ours", &open_ours);
-        show("C", &open_c);
     }
 }
