@@ -1277,8 +1277,12 @@ impl Fix {
         // first words ORed (a binding other than STB_LOCAL, 0, shows in BIND_BITS);
         // for the others, whether one had binding 0.
         let mut other = 0u64;
+        // A module's values learnt as `st_value + delta` with no exception are
+        // fixed up here; other values below.
+        let delta = if MODULE { values.delta() } else { Some(0) };
         for (d, sym) in dst.iter_mut().zip(run) {
             let [head, value, size] = words(sym);
+            let value = value.wrapping_add(delta.unwrap_or(0));
             other |= if LOCAL {
                 head
             } else {
@@ -1311,7 +1315,7 @@ impl Fix {
         if n > 0 && names >= self.strsz {
             return Err(Error::BadLinkerFile);
         }
-        if MODULE {
+        if MODULE && delta.is_none() {
             let dst = dst.get_mut(..n).unwrap_or_default();
             for (k, (d, sym)) in dst.iter_mut().zip(run).enumerate() {
                 // first + k < symbols.len(): no overflow.

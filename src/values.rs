@@ -329,6 +329,19 @@ impl Learner<'_> {
 }
 
 impl Values<'_> {
+    /// The `delta` of every symbol's value, when the values are known to be
+    /// `st_value + delta` without exception.
+    #[inline(always)]
+    pub(crate) fn delta(&self) -> Option<u64> {
+        match self {
+            Values::Known {
+                delta,
+                exceptions: [],
+            } => Some(*delta),
+            _ => None,
+        }
+    }
+
     /// The value the linker reports, or reported, for `sym`, symbol `index` of
     /// `file`.
     #[inline(always)]
