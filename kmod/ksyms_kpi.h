@@ -220,6 +220,9 @@ int	 kpi_get_cdevpriv(void **priv);
  * snapshot:recycle	a build's try to recycle the stale snapshot's object:
  *			the new snapshot's size, 0 or the errno (EBUSY: still
  *			used or too small, a new object is made);
+ * snapshot:reuse	what a successful build took from the last one: its
+ *			leading files that were the same, the pages kept as
+ *			they were, the modules whose values were known;
  * open:map		one try at placing the opener's mapping: the hint, the
  *			length, 0 or the errno, the address (0 on error);
  * open:refused		the errno an open failed with.
@@ -230,6 +233,7 @@ int	 kpi_get_cdevpriv(void **priv);
 #define	KPI_PROBE_MAP		3
 #define	KPI_PROBE_OPEN_REFUSED	4
 #define	KPI_PROBE_RECYCLE	5
+#define	KPI_PROBE_REUSE		6
 void	 kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2,
 	    uint64_t a3);
 

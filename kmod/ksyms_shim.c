@@ -67,6 +67,7 @@ SDT_PROBE_DEFINE4(ksyms, , snapshot, build__done, "uint32_t", "int",
     "uint64_t", "uint64_t");
 SDT_PROBE_DEFINE1(ksyms, , snapshot, cache__hit, "uint64_t");
 SDT_PROBE_DEFINE2(ksyms, , snapshot, recycle, "uint64_t", "int");
+SDT_PROBE_DEFINE3(ksyms, , snapshot, reuse, "uint32_t", "uint64_t", "uint32_t");
 SDT_PROBE_DEFINE4(ksyms, , open, map, "uintptr_t", "uint64_t", "int",
     "uintptr_t");
 SDT_PROBE_DEFINE1(ksyms, , open, refused, "int");
@@ -412,6 +413,9 @@ kpi_probe(int probe, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 		break;
 	case KPI_PROBE_RECYCLE:
 		SDT_PROBE2(ksyms, , snapshot, recycle, a0, a1);
+		break;
+	case KPI_PROBE_REUSE:
+		SDT_PROBE3(ksyms, , snapshot, reuse, a0, a1, a2);
 		break;
 	default:
 		KASSERT(false, ("ksyms: probe %d", probe));

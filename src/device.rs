@@ -673,9 +673,11 @@ fn write(
         .remember(memo, learnt)
         .keep(held, same, listing);
     kpi::foreach_linker_file(|file| writer.add(file))?;
+    let (files, pages, modules) = writer.reused();
     let layout = writer.finish()?;
     // Every page goes back to the object before anyone sees it.
     drop(sink);
+    probe::reuse(files, pages, modules);
     Ok(layout)
 }
 

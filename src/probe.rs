@@ -48,6 +48,13 @@ pub fn recycle(size: u64, result: Result<()>) {
     fire(sys::KPI_PROBE_RECYCLE, [size, error, 0, 0]);
 }
 
+/// `ksyms::snapshot:reuse`: what a successful build took from the last one: how
+/// many of its leading files were the same, how many pages it kept as they were,
+/// for how many modules it knew the linker's values.
+pub fn reuse(files: u64, pages: u64, modules: u64) {
+    fire(sys::KPI_PROBE_REUSE, [files, pages, modules, 0]);
+}
+
 /// `ksyms::open:map`: one try at placing the opener's mapping of `len` bytes at or
 /// above `hint`, and its outcome (the address, or the error).
 pub fn map(hint: u64, len: u64, result: Result<u64>) {

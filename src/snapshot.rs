@@ -914,6 +914,18 @@ impl<'w, S: Sink> Writer<'w, S> {
         self
     }
 
+    /// What this build takes from the last: how many of its leading files are the
+    /// same, how many pages it keeps as they are, for how many modules (so far) it
+    /// knew the linker's values.
+    pub fn reused(&self) -> (u64, u64, u64) {
+        let page = self.window.page;
+        let pages = self.kept.holes.iter().fold(0u64, |n, h| {
+            let kept = h.end.saturating_sub(h.start).checked_div(page).unwrap_or(0);
+            n.saturating_add(kept)
+        });
+        (self.kept.same as u64, pages, self.memos.known)
+    }
+
     /// The end of the kept pages `offset` is in, if it is.
     fn hole_end(&self, offset: u64) -> Option<u64> {
         self.kept

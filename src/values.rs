@@ -201,6 +201,8 @@ pub(crate) struct Memos<'m> {
     new: Option<&'m mut ValueMemo>,
     /// Where the next file is likely to be in `old`.
     hint: usize,
+    /// Files whose values were found in `old`.
+    pub(crate) known: u64,
 }
 
 impl<'m> Memos<'m> {
@@ -208,13 +210,19 @@ impl<'m> Memos<'m> {
         old: None,
         new: None,
         hint: 0,
+        known: 0,
     };
 
     pub(crate) fn new(old: Option<&'m ValueMemo>, mut new: Option<&'m mut ValueMemo>) -> Self {
         if let Some(new) = new.as_deref_mut() {
             new.clear();
         }
-        Memos { old, new, hint: 0 }
+        Memos {
+            old,
+            new,
+            hint: 0,
+            known: 0,
+        }
     }
 
     /// How the values of `file`, a module, are found in this build.
@@ -227,6 +235,7 @@ impl<'m> Memos<'m> {
             .and_then(|old| old.find(&key, self.hint).map(|(at, l)| (at, l, old)))
         {
             self.hint = at.saturating_add(1);
+            self.known = self.known.saturating_add(1);
             let exceptions = old.exceptions_of(l);
             if let Some(new) = self.new.as_deref_mut() {
                 // When full, the file is learnt again next time.

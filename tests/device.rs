@@ -143,6 +143,7 @@ fn a_module_loaded_again_rewrites_only_its_pages() {
     let last = k.files().last().unwrap().id;
     assert!(k.kld_unload(last));
     k.kld_load(mods[2].clone());
+    k.take_probes();
     let bytes = k.snapshot(p).unwrap();
     check::assert_snapshot(&k.files(), &bytes);
     let written = k.pages_grabbed() - all;
@@ -150,6 +151,20 @@ fn a_module_loaded_again_rewrites_only_its_pages() {
     assert!(
         written <= share + 4,
         "{written} pages written for a share of {share}"
+    );
+    // The kernel, m0 and m1 are the same, and so are their values.
+    let reuse: Vec<Probe> = k
+        .take_probes()
+        .into_iter()
+        .filter(|p| matches!(p, Probe::Reuse { .. }))
+        .collect();
+    assert_eq!(
+        reuse,
+        [Probe::Reuse {
+            files: 3,
+            pages: all - written,
+            modules: 2
+        }]
     );
 
     // Held by a mapping: a new object, every page written.

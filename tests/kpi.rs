@@ -322,6 +322,12 @@ fn a_build_then_a_cache_hit_then_refusals() {
         k.take_probes(),
         vec![
             Probe::BuildStart { attempt: 1 },
+            // A first build: nothing to take from a last one.
+            Probe::Reuse {
+                files: 0,
+                pages: 0,
+                modules: 0
+            },
             Probe::BuildDone {
                 attempt: 1,
                 error: 0,
@@ -409,8 +415,18 @@ fn every_attempt_of_a_changing_build_is_seen() {
     let fd = k.open(p, FREAD).unwrap();
     let probes = k.take_probes();
     assert_eq!(probes[0], Probe::BuildStart { attempt: 1 });
-    assert!(matches!(
+    // The failed open left nothing for it: no object to recycle (the failed
+    // attempts left it half written), nothing listed, no values learnt.
+    assert_eq!(
         probes[1],
+        Probe::Reuse {
+            files: 0,
+            pages: 0,
+            modules: 0
+        }
+    );
+    assert!(matches!(
+        probes[2],
         Probe::BuildDone {
             attempt: 1,
             error: 0,

@@ -375,6 +375,11 @@ pub enum Probe {
         size: u64,
         error: i32,
     },
+    Reuse {
+        files: u32,
+        pages: u64,
+        modules: u32,
+    },
 }
 
 // ---------------------------------------------------------------------------
@@ -1593,6 +1598,11 @@ pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
             size: a0,
             error: int(a1),
         },
+        sys::KPI_PROBE_REUSE => Probe::Reuse {
+            files: a0 as u32,
+            pages: a1,
+            modules: a2 as u32,
+        },
         _ => {
             report(format!("kpi_probe: no probe {probe}"));
             return;
@@ -1602,6 +1612,7 @@ pub extern "C" fn kpi_probe(probe: c_int, a0: u64, a1: u64, a2: u64, a3: u64) {
     let used = match fired {
         Probe::BuildStart { .. } | Probe::CacheHit { .. } | Probe::OpenRefused { .. } => 1,
         Probe::Recycle { .. } => 2,
+        Probe::Reuse { .. } => 3,
         Probe::BuildDone { .. } | Probe::Map { .. } => 4,
     };
     if [a0, a1, a2, a3][used..].iter().any(|&a| a != 0) {
