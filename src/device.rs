@@ -89,13 +89,20 @@
 //! costs nothing until used. The memory kept is what the cache would keep: one
 //! snapshot.
 //!
-//! # Modules' values
-//! A build asks the kernel linker for the value of every symbol of every module,
-//! and learns the answers in a compact form (see [`crate::values`]); the next build
-//! takes them from there for the files it meets again, so that the first open
-//! after a kldload asks only of the module just loaded. What was learnt stays
-//! right while the files stay loaded, whatever else changes: it is kept in
-//! [`State`] across module changes (one memo of about 20 KiB), freed at unload.
+//! # Only what changed
+//! Each snapshot comes with the list of what it holds, file by file (see
+//! [`crate::kept`]), which goes with it into the cache and the spare. The first
+//! attempt of the next build, if it recycles the spare, leaves the spare's pages
+//! of the unchanged files as they are, and writes the rest; later attempts write
+//! everything (a failed attempt leaves the object half written).
+//!
+//! A build also asks the kernel linker for the value of every symbol of every
+//! module, and learns the answers in a compact form (see [`crate::values`]); the
+//! next build takes them from there for the files it meets again, so that the
+//! first open after a kldload asks only of the module just loaded. What was learnt
+//! stays right while the files stay loaded, whatever else changes: it is kept in
+//! [`State`] across module changes. The list and the memo take about 16 and 20
+//! KiB; a build that cannot get memory for new ones goes on without.
 //!
 //! # Where each rule of SPEC.md lives
 //! - read-only device, EPERM for write opens: [`open`]

@@ -7,6 +7,8 @@
 //! layout: when the second walk finds more (or, at [`Writer::finish`], fewer) symbols
 //! or string bytes than the first, the linker files changed in between and the
 //! attempt fails with [`Error::Changed`]; the caller throws it away and retries.
+//! Written over a stale snapshot, the writer keeps the pages of the files that did
+//! not change ([`Writer::keep`], [`crate::kept`]).
 //!
 //! # The file
 //! ```text
@@ -72,8 +74,8 @@ pub trait LinkerFile {
 /// given back. Page `index` holds the file's bytes from `index * page_size()`; it is
 /// `page_size()` bytes long, except that the last page may be shorter, as long as it
 /// holds the file's end. The writer fills every byte of every page it grabs (past the
-/// file's end with zeros), never asks for a page it holds, and never asks for a page
-/// past the file's end.
+/// file's end with zeros), never asks for a page it holds, never asks for a page
+/// past the file's end, and never for one it said it would skip ([`Sink::skip`]).
 pub trait Sink {
     type Page: Page;
     /// The size of a page in bytes (at least 1).
