@@ -961,7 +961,8 @@ impl<'w, S: Sink> Writer<'w, S> {
         while !bytes.is_empty() {
             if let Some(kept) = self.hole_end(pos) {
                 // Already there.
-                let n = usize::try_from(kept - pos).map_or(bytes.len(), |n| n.min(bytes.len()));
+                let n = usize::try_from(kept.saturating_sub(pos))
+                    .map_or(bytes.len(), |n| n.min(bytes.len()));
                 pos = add_len(pos, n)?;
                 bytes = bytes.get(n..).unwrap_or_default();
                 continue;
@@ -1125,29 +1126,32 @@ impl<'w, S: Sink> Writer<'w, S> {
             let mut next = kind.start;
             while next < kind.end {
                 let pos = self.cursor(part)?.pos;
-                let left = kind.end - next;
+                let left = kind.end.saturating_sub(next);
                 if let Some(kept) = self.hole_end(pos) {
                     // The symbols wholly on kept pages stay; one across their end
                     // is written (its bytes on the kept page are passed over).
-                    let whole = usize::try_from((kept - pos) / SYM as u64).unwrap_or(left);
-                    let n = whole.min(left);
+                    let whole = kept.saturating_sub(pos) / SYM as u64;
+                    let n = usize::try_from(whole).map_or(left, |w| w.min(left));
                     if n > 0 {
                         self.cursor(part)?.pos = add_len(pos, n.saturating_mul(SYM))?;
-                        next += n;
+                        next = next.saturating_add(n);
                         continue;
                     }
                 }
-                // Up to the last symbol that starts before the next kept pages.
+                // Up to the last symbol that starts before the next kept pages (at
+                // least one symbol: `pos` is not on a kept page, or one starts
+                // there that runs past it).
                 let upto = match self.next_hole(pos) {
                     Some(start) => {
-                        let before = (start - pos).div_ceil(SYM as u64);
+                        let before = start.saturating_sub(pos).div_ceil(SYM as u64);
                         next.saturating_add(usize::try_from(before).unwrap_or(left))
                     }
                     None => kind.end,
-                }
-                .clamp(next + 1, kind.end);
+                };
+                let upto = upto.max(next.saturating_add(1)).min(kind.end);
                 let run = symbols.get(..upto).ok_or(Error::Invalid)?;
-                next += self.put_run(module, local, file, run, next, fix, values)?;
+                let wrote = self.put_run(module, local, file, run, next, fix, values)?;
+                next = next.saturating_add(wrote);
             }
         }
         Ok(())
