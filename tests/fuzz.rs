@@ -850,16 +850,17 @@ fn sequence(seed: u64, ops: usize) {
             );
         }
     }
-    // Rebuilds over a stale snapshot's pages, and those refused (still in use).
+    // Rebuilds over a stale snapshot's pages, and those refused (still in use);
+    // rebuilds that kept some of them, or knew some modules' values.
     for probe in k.take_probes() {
-        if let Probe::Recycle { error, .. } = probe {
-            let what = if error == 0 {
-                "recycle"
-            } else {
-                "recycle refused"
-            };
-            *m.ops.entry(what).or_default() += 1;
-        }
+        let what = match probe {
+            Probe::Recycle { error: 0, .. } => "recycle",
+            Probe::Recycle { .. } => "recycle refused",
+            Probe::Reuse { pages, .. } if pages > 0 => "pages kept",
+            Probe::Reuse { modules, .. } if modules > 0 => "values known",
+            _ => continue,
+        };
+        *m.ops.entry(what).or_default() += 1;
     }
     SEQ_OPS.with(|o| {
         let mut o = o.borrow_mut();
@@ -906,6 +907,7 @@ fn call_sequences_against_the_model() {
         "open EFTYPE",
         "recycle",
         "recycle refused",
+        "pages kept",
     ] {
         assert!(
             ops.get(op).is_some_and(|&n| n > 0),
