@@ -67,14 +67,7 @@ impl Contents {
         string_bytes: 0,
         closed: 0,
         file: [Listed {
-            key: FileKey {
-                file: 0,
-                id: 0,
-                symbols: 0,
-                symbol_count: 0,
-                strings: 0,
-                string_bytes: 0,
-            },
+            key: FileKey::ZERO,
             locals: 0,
             ordered: 0,
         }; KEPT_FILES],

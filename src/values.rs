@@ -39,6 +39,18 @@ pub struct FileKey {
     pub string_bytes: u64,
 }
 
+impl FileKey {
+    /// No file (an empty slot).
+    pub const ZERO: FileKey = FileKey {
+        file: 0,
+        id: 0,
+        symbols: 0,
+        symbol_count: 0,
+        strings: 0,
+        string_bytes: 0,
+    };
+}
+
 /// Modules remembered by one [`ValueMemo`].
 pub const MEMO_FILES: usize = 256;
 /// Symbols of those modules whose answer is not `st_value + delta`, in all.
@@ -101,14 +113,7 @@ impl ValueMemo {
         files: 0,
         exceptions: 0,
         file: [Learnt {
-            key: FileKey {
-                file: 0,
-                id: 0,
-                symbols: 0,
-                symbol_count: 0,
-                strings: 0,
-                string_bytes: 0,
-            },
+            key: FileKey::ZERO,
             delta: 0,
             first: 0,
             count: 0,

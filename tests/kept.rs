@@ -74,6 +74,20 @@ fn pages(bytes: usize) -> u64 {
     bytes.div_ceil(PAGE) as u64
 }
 
+/// At least the pages wholly inside the locals of `before`, the files before the
+/// change, were kept (not grabbed), of the snapshot in `buf`.
+fn assert_locals_kept(before: &[&SimFile], buf: &[u8], grabbed: &BTreeSet<u64>) {
+    let locals: usize = before
+        .iter()
+        .map(|f| f.syms.iter().filter(|s| s.is_local()).count() * 24)
+        .sum();
+    let kept = pages(buf.len()) - grabbed.len() as u64;
+    assert!(
+        kept >= pages(locals) - 2,
+        "{kept} pages kept of {locals} bytes of locals"
+    );
+}
+
 /// Unloading the last module and loading it again keeps every page but those of
 /// its own share and the page with the header; a kldload alone keeps the pages of
 /// the locals before it; a module unloaded from the middle, those of the locals
@@ -123,30 +137,14 @@ fn unchanged_files_keep_their_pages() {
     let loaded = load(&[(0, 2), (1, 3), (2, 5), (3, 6)]);
     let grabbed = build_over(&mut buf, &loaded, Some(&old), &mut new);
     assert_eq!(buf, build(&sim_files(&loaded)));
-    let locals: usize = [&kernel, &mods[0], &mods[1], &mods[2]]
-        .iter()
-        .map(|f| f.syms.iter().filter(|s| s.is_local()).count() * 24)
-        .sum();
-    let kept = pages(buf.len()) - grabbed.len() as u64;
-    assert!(
-        kept >= pages(locals) - 2,
-        "{kept} pages kept of {locals} bytes of locals"
-    );
+    assert_locals_kept(&[&kernel, &mods[0], &mods[1], &mods[2]], &buf, &grabbed);
     std::mem::swap(&mut old, &mut new);
 
     // m1 unloaded: the locals of the kernel and m0 are kept.
     let unloaded = load(&[(0, 2), (2, 5), (3, 6)]);
     let grabbed = build_over(&mut buf, &unloaded, Some(&old), &mut new);
     assert_eq!(buf, build(&sim_files(&unloaded)));
-    let locals: usize = [&kernel, &mods[0]]
-        .iter()
-        .map(|f| f.syms.iter().filter(|s| s.is_local()).count() * 24)
-        .sum();
-    let kept = pages(buf.len()) - grabbed.len() as u64;
-    assert!(
-        kept >= pages(locals) - 2,
-        "{kept} pages kept of {locals} bytes of locals"
-    );
+    assert_locals_kept(&[&kernel, &mods[0]], &buf, &grabbed);
 }
 
 /// The pages kept are the stale snapshot's, not written again: poisoned between
@@ -204,26 +202,7 @@ fn random_module_changes_give_the_bytes_of_a_full_build() {
     let (mut old, mut new) = (Box::new(Contents::EMPTY), Box::new(Contents::EMPTY));
     let mut kept_total = 0u64;
     for step in 0..80 {
-        match rng.below(4) {
-            0 if set.len() > 1 => {
-                set.remove(rng.below(set.len() as u64) as usize);
-            }
-            1 => {
-                let free: Vec<usize> = (0..store.len())
-                    .filter(|i| set.iter().all(|(j, _)| j != i))
-                    .collect();
-                if !free.is_empty() {
-                    set.push((free[rng.below(free.len() as u64) as usize], next_id));
-                    next_id += 1;
-                }
-            }
-            2 if !set.is_empty() => {
-                let (i, _) = set.remove(rng.below(set.len() as u64) as usize);
-                set.push((i, next_id));
-                next_id += 1;
-            }
-            _ => {}
-        }
+        random_change(&mut rng, &mut set, store.len(), &mut next_id);
         let files: Vec<Loaded> = std::iter::once(Loaded::new(&kernel, 1))
             .chain(set.iter().map(|&(i, id)| Loaded::new(&store[i], id)))
             .collect();

@@ -192,26 +192,7 @@ fn memo_builds_match_plain_builds_across_module_changes() {
     let mut remembered: Vec<(usize, u64)> = Vec::new();
     let mut reused = 0;
     for step in 0..60 {
-        match rng.below(4) {
-            0 if !set.is_empty() => {
-                set.remove(rng.below(set.len() as u64) as usize);
-            }
-            1 => {
-                let free: Vec<usize> = (0..store.len())
-                    .filter(|i| set.iter().all(|(j, _)| j != i))
-                    .collect();
-                if let Some(&i) = free.get(rng.below(free.len().max(1) as u64) as usize) {
-                    set.push((i, next_id));
-                    next_id += 1;
-                }
-            }
-            2 if !set.is_empty() => {
-                let (i, _) = set.remove(rng.below(set.len() as u64) as usize);
-                set.push((i, next_id));
-                next_id += 1;
-            }
-            _ => {}
-        }
+        random_change(&mut rng, &mut set, store.len(), &mut next_id);
         let loaded: Vec<Loaded> = std::iter::once(Loaded::new(&k, 1))
             .chain(set.iter().map(|&(i, id)| Loaded::new(&store[i], id)))
             .collect();

@@ -101,6 +101,32 @@ impl LinkerFile for Loaded<'_> {
     }
 }
 
+/// One random module change to `set` (each entry a file of a store of `store`
+/// files and the id it is loaded under): an unload, a load of a file not loaded,
+/// a reload (unloaded, and loaded again at the end), or none. Loads take a new id.
+pub fn random_change(rng: &mut Rng, set: &mut Vec<(usize, u64)>, store: usize, next_id: &mut u64) {
+    match rng.below(4) {
+        0 if !set.is_empty() => {
+            set.remove(rng.below(set.len() as u64) as usize);
+        }
+        1 => {
+            let free: Vec<usize> = (0..store)
+                .filter(|i| set.iter().all(|(j, _)| j != i))
+                .collect();
+            if !free.is_empty() {
+                set.push((free[rng.below(free.len() as u64) as usize], *next_id));
+                *next_id += 1;
+            }
+        }
+        2 if !set.is_empty() => {
+            let (i, _) = set.remove(rng.below(set.len() as u64) as usize);
+            set.push((i, *next_id));
+            *next_id += 1;
+        }
+        _ => {}
+    }
+}
+
 /// The files as the engine's checks take them.
 pub fn sim_files(files: &[Loaded]) -> Vec<SimFile> {
     files.iter().map(|f| f.file.clone()).collect()
