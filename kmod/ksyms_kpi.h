@@ -70,9 +70,11 @@ typedef int kpi_linker_cb(struct linker_file *lf, void *ctx);
 int	 kpi_linker_foreach(kpi_linker_cb *cb, void *ctx);
 /*
  * What the snapshot reads of a linker file: its id (the kernel is 1), its
- * symbol table (LINKER_SYMTAB_GET: nsyms Elf_Sym entries at symtab) and its
- * string table (LINKER_STRTAB_GET: strsz bytes at strtab), as the linker
- * reports them; the tables stay put while kld_sx is held.
+ * load count (lf->loadcnt: the linker's count of files made when this one
+ * was, never reused, while the id of the file loaded last goes to the next
+ * one), its symbol table (LINKER_SYMTAB_GET: nsyms Elf_Sym entries at
+ * symtab) and its string table (LINKER_STRTAB_GET: strsz bytes at strtab),
+ * as the linker reports them; the tables stay put while kld_sx is held.
  */
 struct kpi_linker_file {
 	const void	*symtab;
@@ -80,6 +82,7 @@ struct kpi_linker_file {
 	long		 nsyms;
 	long		 strsz;
 	int		 id;
+	int		 loadcnt;
 };
 void	 kpi_linker_file(struct linker_file *lf, struct kpi_linker_file *f);
 /*

@@ -141,6 +141,7 @@ kpi_linker_file(struct linker_file *lf, struct kpi_linker_file *f)
 	f->symtab = symtab;
 	f->strtab = strtab;
 	f->id = lf->id;
+	f->loadcnt = lf->loadcnt;
 }
 
 int

@@ -13,8 +13,9 @@
 //! loaded again (the usual cycle of a module in development), that is all but that
 //! module's share; after a kldload alone, the locals of every file loaded before.
 //!
-//! A file is the same when its linker file, id and tables are ([`FileKey`]: ids are
-//! never reused while the kernel runs, and a loaded file's tables do not change).
+//! A file is the same when its linker file, load count and tables are
+//! ([`FileKey`]: load counts are never reused while the kernel runs, and a loaded
+//! file's tables do not change).
 //! Only files whose table is in ELF's order (locals first) are kept, so that where
 //! each of their symbols lies follows from their counts.
 

@@ -481,6 +481,7 @@ impl<'w> KernelFile<'w> {
             nsyms: 0,
             strsz: 0,
             id: 0,
+            loadcnt: 0,
         };
         // SAFETY: lf is live (contract); f is a valid out pointer.
         unsafe { sys::kpi_linker_file(lf.as_ptr(), &mut f) };
@@ -499,9 +500,10 @@ impl<'w> KernelFile<'w> {
             is_kernel: f.id == 1,
             key: FileKey {
                 file: lf.as_ptr() as u64,
-                // Never reused while the kernel runs (kern_linker.c hands out the
-                // next id not in use, from a counter that only grows).
-                id: f.id as u64,
+                // Never reused while the kernel runs (kern_linker.c sets it from a
+                // counter bumped at every linker file made; an id is reused: the
+                // next file loaded gets the id of the last one if it is gone).
+                load: f.loadcnt as u64,
                 symbols: symbols.as_ptr() as u64,
                 symbol_count: symbols.len() as u64,
                 strings: strings.as_ptr() as u64,

@@ -14,9 +14,11 @@
 //! each module's answers as it asks for them, in the compact form they take: one
 //! `delta` such that the answer is `st_value + delta`, and the symbols where it is
 //! not (no answer, or another one), listed. The next build meets the same file
-//! (same linker file, id, tables) and applies what it learnt without asking.
-//! Linker file ids are never reused while the kernel runs, so a file unloaded and
-//! another loaded at the same address is a different file.
+//! (same linker file, load count, tables) and applies what it learnt without
+//! asking. The load count (`lf->loadcnt`) comes from a counter that grows at every
+//! linker file made, so a file unloaded and another loaded with the same id (the
+//! id of the file loaded last goes to the next) at the same addresses, as malloc
+//! may well give them, is a different file.
 //!
 //! A file whose answers do not fit that form ([`MEMO_EXCEPTIONS`] listed in all),
 //! or one past the first [`MEMO_FILES`] modules, is asked at every build, as before.
@@ -28,9 +30,10 @@ use crate::snapshot::LinkerFile;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileKey {
-    /// The linker file's address and id.
+    /// The linker file's address and load count (`lf->loadcnt`: never reused,
+    /// unlike its id).
     pub file: u64,
-    pub id: u64,
+    pub load: u64,
     /// Its symbol table's address and length in symbols.
     pub symbols: u64,
     pub symbol_count: u64,
@@ -43,7 +46,7 @@ impl FileKey {
     /// No file (an empty slot).
     pub const ZERO: FileKey = FileKey {
         file: 0,
-        id: 0,
+        load: 0,
         symbols: 0,
         symbol_count: 0,
         strings: 0,

@@ -181,6 +181,46 @@ fn a_module_loaded_again_rewrites_only_its_pages() {
     k.shutdown();
 }
 
+/// A module rebuilt and loaded again in place of the last one loaded: FreeBSD
+/// gives it the same id, and malloc may well give it the same struct linker_file
+/// and table addresses (the simulator does, for tables of the same sizes). Only
+/// its load count tells it from the old one: nothing of the old one is kept, and
+/// none of its values is reused.
+#[test]
+fn a_module_rebuilt_with_the_same_sizes_is_a_new_file() {
+    let mods: Vec<SimFile> = (0..2)
+        .map(|i| linked_module(&format!("m{i}"), 400, 0xffff_ffff_8300_0000 + (i << 24), i))
+        .collect();
+    let k = Kernel::boot(compiled().kernel.clone(), mods.clone());
+    let p = k.spawn(false);
+    check::assert_snapshot(&k.files(), &k.snapshot(p).unwrap());
+
+    // The same tables' sizes, other values, sizes and names.
+    let mut rebuilt = mods[1].clone();
+    for s in rebuilt.syms.iter_mut().skip(1) {
+        s.st_value += 0x40;
+        s.st_size ^= 1;
+    }
+    for b in rebuilt.strs.iter_mut().filter(|b| b.is_ascii_lowercase()) {
+        *b = b.to_ascii_uppercase();
+    }
+    rebuilt.values = Values::Linked(0xffff_ffff_8500_0000);
+    let (old_id, old_syms) = {
+        let files = k.files();
+        let last = files.last().unwrap();
+        (last.id, last.file.syms.as_ptr() as usize)
+    };
+    let id = k.kld_replace(old_id, rebuilt);
+    {
+        let files = k.files();
+        let last = files.last().unwrap();
+        assert_eq!(id, old_id, "FreeBSD gives the last file's id to the next");
+        assert_eq!(last.file.syms.as_ptr() as usize, old_syms, "not in place");
+    }
+    check::assert_snapshot(&k.files(), &k.snapshot(p).unwrap());
+    k.shutdown();
+}
+
 #[test]
 fn module_values_are_the_linkers_and_names_are_the_inputs() {
     // A spot check by name, independent of the bulk comparison: a static function of

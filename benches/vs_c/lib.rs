@@ -506,7 +506,7 @@ impl LinkerFile for View<'_> {
         let sim = &self.file.sim;
         Some(FileKey {
             file: self.file as *const File as u64,
-            id: self.file.id as u64,
+            load: self.file.id as u64,
             symbols: sim.syms.as_ptr() as u64,
             symbol_count: sim.syms.len() as u64,
             strings: sim.strs.as_ptr() as u64,

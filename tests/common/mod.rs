@@ -57,7 +57,8 @@ impl LinkerFile for SimFile {
     }
 }
 
-/// A linker file as loaded under `id`, counting the values asked of it.
+/// A linker file loaded with load count `id` (a new one at every load), counting
+/// the values asked of it.
 pub struct Loaded<'a> {
     pub file: &'a SimFile,
     pub id: u64,
@@ -92,7 +93,7 @@ impl LinkerFile for Loaded<'_> {
     fn key(&self) -> Option<FileKey> {
         Some(FileKey {
             file: self.file as *const SimFile as u64,
-            id: self.id,
+            load: self.id,
             symbols: self.file.syms.as_ptr() as u64,
             symbol_count: self.file.syms.len() as u64,
             strings: self.file.strs.as_ptr() as u64,

@@ -466,8 +466,14 @@ struct Obj {
 
 /// A loaded linker file.
 pub struct Loaded {
+    /// Its id, handed out as FreeBSD's LINKER_GET_NEXT_FILE_ID does: the id of
+    /// the file loaded last goes to the next one once that file is gone.
     pub id: i32,
+    /// Never reused: its lf->loadcnt.
     pub serial: u64,
+    /// Its struct linker_file (the callbacks' lf): new at every load but for
+    /// [`Kernel::kld_replace`], which models malloc handing the same block back.
+    pub slot: u64,
     pub file: SimFile,
 }
 
@@ -550,6 +556,23 @@ const POISON: u8 = 0xdb;
 const MAX_OBJECT: u64 = 1 << 30;
 
 impl World {
+    /// A linker file made as linker_make_file does: the next id not in use
+    /// (LINKER_GET_NEXT_FILE_ID, which leaves the counter at the id it gives), a
+    /// load count never reused, and a new struct unless `slot` reuses one.
+    fn new_file(&mut self, file: SimFile, slot: Option<u64>) -> Arc<Loaded> {
+        while self.files.iter().any(|f| f.id == self.next_lf_id) {
+            self.next_lf_id += 1;
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        Arc::new(Loaded {
+            id: self.next_lf_id,
+            serial,
+            slot: slot.unwrap_or(serial),
+            file,
+        })
+    }
+
     fn fresh() -> World {
         World {
             cache_enabled: true,
@@ -982,7 +1005,7 @@ pub extern "C" fn kpi_linker_foreach(cb: sys::kpi_linker_cb, ctx_: *mut c_void) 
     let mut idx = 0usize;
     let mut step = 0u64;
     while let Some(file) = with(|w| w.files.get(idx).cloned()) {
-        let handle = encode(TAG_LF, file.serial) as *mut sys::linker_file;
+        let handle = encode(TAG_LF, file.slot) as *mut sys::linker_file;
         WALK.with(|s| s.borrow_mut().push(file));
         // SAFETY: the callback is the device's, called as linker_file_foreach would.
         ret = unsafe { cb(handle, ctx_) };
@@ -1003,12 +1026,12 @@ pub extern "C" fn kpi_linker_foreach(cb: sys::kpi_linker_cb, ctx_: *mut c_void) 
 
 /// The linker file of the current callback for `lf`, or a violation.
 fn walking(lf: *mut sys::linker_file, what: &str) -> Option<Arc<Loaded>> {
-    let serial = decode(TAG_LF, lf as usize);
+    let slot = decode(TAG_LF, lf as usize);
     let found = WALK.with(|s| {
         s.borrow()
             .iter()
             .rev()
-            .find(|f| Some(f.serial) == serial)
+            .find(|f| Some(f.slot) == slot)
             .cloned()
     });
     if found.is_none() {
@@ -1050,6 +1073,7 @@ pub extern "C" fn kpi_linker_file(lf: *mut sys::linker_file, out: *mut sys::kpi_
             nsyms: lie.symtab_count.unwrap_or(f.file.syms.len() as i64) as c_long,
             strsz: lie.strtab_len.unwrap_or(f.file.strs.len() as i64) as c_long,
             id: f.id,
+            loadcnt: f.serial as c_int,
         })
     };
 }
@@ -1759,15 +1783,8 @@ impl Kernel {
         let mut w = World::fresh();
         w.booted = true;
         for f in std::iter::once(kernel).chain(modules) {
-            let id = w.next_lf_id;
-            w.next_lf_id += 1;
-            let serial = w.next_serial;
-            w.next_serial += 1;
-            w.files.push(Arc::new(Loaded {
-                id,
-                serial,
-                file: f,
-            }));
+            let loaded = w.new_file(f, None);
+            w.files.push(loaded);
         }
         *world() = Some(w);
         let dog = watchdog(
@@ -2098,11 +2115,9 @@ impl Sim {
             KLD.lock();
         }
         let id = with(|w| {
-            let id = w.next_lf_id;
-            w.next_lf_id += 1;
-            let serial = w.next_serial;
-            w.next_serial += 1;
-            w.files.push(Arc::new(Loaded { id, serial, file }));
+            let loaded = w.new_file(file, None);
+            let id = loaded.id;
+            w.files.push(loaded);
             id
         });
         // The shim's event handlers exist while the module is loaded.
@@ -2113,6 +2128,42 @@ impl Sim {
         if take {
             KLD.unlock();
         }
+        id
+    }
+
+    /// kldunload of file `id` (the last loaded), then kldload of `file`, which
+    /// the kernel gets as malloc may well give it: the same struct linker_file
+    /// and, for tables of the same sizes, the same table addresses, and the same
+    /// id (the last loaded file's goes to the next); only its load count differs.
+    /// Returns the new file's id.
+    pub fn kld_replace(&self, id: i32, file: SimFile) -> i32 {
+        let old = with(|w| w.files.iter().find(|f| f.id == id).cloned()).expect("no such file");
+        let slot = old.slot;
+        assert!(self.kld_unload(id));
+        // The new tables where the old ones were, when their sizes allow.
+        let mut file = file;
+        if let Ok(old) = Arc::try_unwrap(old) {
+            let (mut syms, mut strs) = (old.file.syms, old.file.strs);
+            if syms.len() == file.syms.len() && strs.len() == file.strs.len() {
+                syms.copy_from_slice(&file.syms);
+                strs.copy_from_slice(&file.strs);
+                file.syms = syms;
+                file.strs = strs;
+            }
+        }
+        let _c = enter(None, None, false);
+        KLD.lock();
+        let id = with(|w| {
+            let loaded = w.new_file(file, Some(slot));
+            let id = loaded.id;
+            w.files.push(loaded);
+            id
+        });
+        if with(|w| w.device_loaded) {
+            // SAFETY: the kld_load event handler, linker lock held.
+            unsafe { sys::ksyms_rs_kld_changed() };
+        }
+        KLD.unlock();
         id
     }
 
