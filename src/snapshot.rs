@@ -88,6 +88,10 @@ pub trait Sink {
     /// Pages `[first, end)` will not be asked for: they are kept as they are. A
     /// sink that grabs pages ahead leaves them alone.
     fn skip(&mut self, _first: u64, _end: u64) {}
+    /// Page `index` is the first wholly inside a part of the file that is written
+    /// apart from the pages before it (maybe before them): a sink that grabs pages
+    /// ahead does not grab past it from a page before it.
+    fn boundary(&mut self, _index: u64) {}
 }
 
 /// A page held for writing.
@@ -248,6 +252,8 @@ pub struct Batched<'r, R: PageRuns> {
     waiting: usize,
     /// Page ranges `[first, end)` never asked for (Sink::skip).
     skipped: [(u64, u64); 3],
+    /// Pages a run must not reach from below (Sink::boundary).
+    boundaries: [u64; 2],
 }
 
 impl<'r, R: PageRuns> Batched<'r, R> {
@@ -262,6 +268,7 @@ impl<'r, R: PageRuns> Batched<'r, R> {
             done: [(0, R::Handle::default()); BATCH],
             waiting: 0,
             skipped: [(0, 0); 3],
+            boundaries: [u64::MAX; 2],
         }
     }
 
@@ -274,6 +281,7 @@ impl<'r, R: PageRuns> Batched<'r, R> {
     fn next_busy(&self, index: u64) -> u64 {
         let out = self.out.iter().flatten().copied();
         let skipped = self.skipped.iter().filter(|s| s.0 < s.1).map(|s| s.0);
+        let boundaries = self.boundaries.iter().copied();
         let ahead = self
             .ahead
             .iter()
@@ -283,6 +291,7 @@ impl<'r, R: PageRuns> Batched<'r, R> {
         out.chain(ahead)
             .chain(done)
             .chain(skipped)
+            .chain(boundaries)
             .filter(|&i| i > index)
             .min()
             .unwrap_or(u64::MAX)
@@ -354,6 +363,12 @@ impl<'r, R: PageRuns> Sink for Batched<'r, R> {
     fn skip(&mut self, first: u64, end: u64) {
         if let Some(slot) = self.skipped.iter_mut().find(|s| s.0 >= s.1) {
             *slot = (first, end);
+        }
+    }
+
+    fn boundary(&mut self, index: u64) {
+        if let Some(slot) = self.boundaries.iter_mut().find(|b| **b == u64::MAX) {
+            *slot = index;
         }
     }
 
@@ -835,6 +850,11 @@ impl<'w, S: Sink> Writer<'w, S> {
             .checked_mul(SYM_SIZE)
             .and_then(|b| b.checked_add(HEADER_SIZE))
             .ok_or(Error::TooLarge)?;
+        // The other symbols and the strings are written apart from the pages
+        // before them (and the writer gives a page back once it is written).
+        for start in [globals, layout.strtab_offset] {
+            sink.boundary(start.div_ceil(page));
+        }
         Ok(Writer {
             layout,
             window: Window {
