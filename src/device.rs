@@ -25,8 +25,9 @@
 //!   or released after the lock; a new snapshot's cache
 //!   reference is taken before the lock, and the snapshot it replaces (or the
 //!   reference, if not cached) released after. The memo of modules' values goes
-//!   out with the spare and comes back with the new snapshot; the one it replaces
-//!   is freed after the lock.
+//!   out with the spare and comes back with the new snapshot (or, after a failed
+//!   build, as it went, unless another build's is there); the one not kept is
+//!   freed after the lock.
 //! - [`open`], second hold: `opening`, the authoritative one-open check, publication.
 //!   When another thread of the process won, the mapping just made is removed from
 //!   the opener here (kpi_unmap_object wants the lock held; see `retire`), and the
@@ -506,7 +507,23 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
     };
     drop(dropped);
 
-    let (built, contents, memo) = build(spare, memo)?;
+    let (built, memo) = build(spare, memo);
+    let (built, contents) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // What the last build learnt is still right: kept for the next one,
+            // unless a build that ran meanwhile left its own.
+            let unused = {
+                let mut st = STATE.lock();
+                match &st.memo {
+                    None if st.loaded => core::mem::replace(&mut st.memo, memo),
+                    _ => memo,
+                }
+            };
+            drop(unused);
+            return Err(e);
+        }
+    };
 
     // The cache's reference is taken before the lock, and whichever of it and the
     // replaced snapshot is not kept is released after.
@@ -546,10 +563,10 @@ fn snapshot(use_cache: bool) -> Result<Snapshot> {
 /// later ones count every symbol, in case a table breaks that order. Modules' values
 /// are taken from what the last build learnt (`memo`) where it met the same files;
 /// the snapshot comes with what this build learnt, for the next (the old memo if no
-/// memory could be had for a new one). The first attempt keeps what the spare
+/// memory could be had for a new one, or if the build failed). The first attempt keeps what the spare
 /// holds of the files that are the same (see [`crate::kept`]); the snapshot comes
 /// with what it holds, for the next build.
-fn build(spare: Option<(VmObject, Listing)>, memo: Memo) -> Result<(Snapshot, Listing, Memo)> {
+fn build(spare: Option<(VmObject, Listing)>, memo: Memo) -> (Result<(Snapshot, Listing)>, Memo) {
     let (mut spare, mut held) = match spare {
         Some((object, contents)) => (Some(object), contents),
         None => (None, None),
@@ -577,10 +594,11 @@ fn build(spare: Option<(VmObject, Listing)>, memo: Memo) -> Result<(Snapshot, Li
         );
         match built {
             Err(Error::Changed) => continue,
-            other => return other.map(|(snapshot, _)| (snapshot, listing, learnt.or(memo))),
+            Ok((snapshot, _)) => return (Ok((snapshot, listing)), learnt.or(memo)),
+            Err(e) => return (Err(e), memo),
         }
     }
-    Err(Error::Changed)
+    (Err(Error::Changed), memo)
 }
 
 const _: () = assert!(PAGE_SIZE == kpi::sys::KPI_PAGE_SIZE as u64);

@@ -125,6 +125,31 @@ fn after_a_module_change_only_new_modules_are_asked_for_values() {
     k.shutdown();
 }
 
+/// An open that fails (the modules change under all three attempts) leaves what
+/// the last build learnt for the next: the modules still loaded are not asked
+/// again, only those loaded meanwhile.
+#[test]
+fn a_failed_open_keeps_what_was_learnt() {
+    let mods: Vec<SimFile> = (0..2)
+        .map(|i| linked_module(&format!("m{i}"), 300, 0xffff_ffff_8300_0000 + (i << 24), i))
+        .collect();
+    let k = Kernel::boot(compiled().kernel.clone(), mods);
+    let p = k.spawn(false);
+    k.snapshot(p).unwrap();
+    k.kld_load(linked_module("next", 50, 0xffff_ffff_8600_0000, 7));
+    k.change_modules_during_three_attempts();
+    assert_eq!(k.open(p, FREAD), Err(ENXIO));
+    let since = k.calls(Kind::SymbolValue);
+    check::assert_snapshot(&k.files(), &k.snapshot(p).unwrap());
+    let loaded_meanwhile: usize = k.files()[3..].iter().map(|f| f.file.syms.len()).sum();
+    assert!(loaded_meanwhile > 0);
+    assert_eq!(
+        (k.calls(Kind::SymbolValue) - since) as usize,
+        loaded_meanwhile
+    );
+    k.shutdown();
+}
+
 /// A module unloaded and loaded again: the next open writes only the pages of
 /// its share (and the header's), and keeps the others of the stale snapshot,
 /// whose bytes are right. With the stale snapshot still mapped, nothing is kept
