@@ -2109,13 +2109,18 @@ impl Sim {
     /// with the linker lock held (taken here unless this thread already holds it,
     /// as a mid-walk hook does).
     pub fn kld_load(&self, file: SimFile) -> i32 {
+        self.load(file, None)
+    }
+
+    /// kldload of `file`, in a new struct linker_file or in `slot`'s.
+    fn load(&self, file: SimFile, slot: Option<u64>) -> i32 {
         let _c = enter(None, None, false);
         let take = !KLD.held_by_me();
         if take {
             KLD.lock();
         }
         let id = with(|w| {
-            let loaded = w.new_file(file, None);
+            let loaded = w.new_file(file, slot);
             let id = loaded.id;
             w.files.push(loaded);
             id
@@ -2151,20 +2156,7 @@ impl Sim {
                 file.strs = strs;
             }
         }
-        let _c = enter(None, None, false);
-        KLD.lock();
-        let id = with(|w| {
-            let loaded = w.new_file(file, Some(slot));
-            let id = loaded.id;
-            w.files.push(loaded);
-            id
-        });
-        if with(|w| w.device_loaded) {
-            // SAFETY: the kld_load event handler, linker lock held.
-            unsafe { sys::ksyms_rs_kld_changed() };
-        }
-        KLD.unlock();
-        id
+        self.load(file, Some(slot))
     }
 
     /// kldunload of file `id`: kld_unload_try, removal, kld_unload. False when no
