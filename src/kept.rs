@@ -170,13 +170,9 @@ pub(crate) fn holes(old: &Contents, same: usize, layout: &SnapshotLayout, page: 
             }
         }
     }
-    let globals = layout
-        .locals()
-        .checked_mul(SYM)
-        .and_then(|b| b.checked_add(HEADER_SIZE));
     let starts = [
         Some(HEADER_SIZE),
-        globals.filter(|_| layout.locals() == old.locals),
+        Some(layout.globals_offset()).filter(|_| layout.locals() == old.locals),
         Some(layout.strtab_offset()).filter(|_| layout.symbols() == old.symbols),
     ];
     let mut out = none;

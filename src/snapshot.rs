@@ -553,6 +553,8 @@ pub struct SnapshotLayout {
     locals: u64,
     string_bytes: u64,
     symtab_size: u64,
+    /// Where the symbols other than the locals start.
+    globals_offset: u64,
     strtab_offset: u64,
     size: u64,
 }
@@ -569,6 +571,11 @@ impl SnapshotLayout {
         let strtab_offset = HEADER_SIZE
             .checked_add(symtab_size)
             .ok_or(Error::TooLarge)?;
+        // locals <= symbols: no further than strtab_offset.
+        let globals_offset = locals
+            .checked_mul(SYM_SIZE)
+            .and_then(|b| b.checked_add(HEADER_SIZE))
+            .ok_or(Error::TooLarge)?;
         let size = strtab_offset
             .checked_add(string_bytes)
             .ok_or(Error::TooLarge)?;
@@ -581,6 +588,7 @@ impl SnapshotLayout {
             locals,
             string_bytes,
             symtab_size,
+            globals_offset,
             strtab_offset,
             size,
         })
@@ -601,6 +609,10 @@ impl SnapshotLayout {
     }
     pub const fn symtab_offset(&self) -> u64 {
         HEADER_SIZE
+    }
+    /// Where `.symtab`'s symbols other than the locals start.
+    pub const fn globals_offset(&self) -> u64 {
+        self.globals_offset
     }
     pub const fn strtab_offset(&self) -> u64 {
         self.strtab_offset
@@ -845,11 +857,7 @@ impl<'w, S: Sink> Writer<'w, S> {
             // local, entry 0 of the snapshot would be some global symbol.
             return Err(Error::BadLinkerFile);
         }
-        let globals = layout
-            .locals
-            .checked_mul(SYM_SIZE)
-            .and_then(|b| b.checked_add(HEADER_SIZE))
-            .ok_or(Error::TooLarge)?;
+        let globals = layout.globals_offset;
         // The other symbols and the strings are written apart from the pages
         // before them (and the writer gives a page back once it is written).
         for start in [globals, layout.strtab_offset] {
